@@ -1,0 +1,114 @@
+"""One typed Settings object for the whole service.
+
+Every value comes from the environment (prefix ``ATELIER_``); the handful of names that hosting
+platforms and tooling set without a prefix (``DATABASE_URL``, ``REDIS_URL``, ``STORAGE_URL``,
+``GEMINI_API_KEY``, ``PORT``) are accepted as they are. Defaults are the embedded ones used by
+``make run``: SQLite, an in-process Redis, a local storage folder.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A recognisable placeholder: it is what dev mode runs with, and what production refuses.
+DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"
+MIN_SECRET_KEY_LENGTH = 32
+
+
+def _env(name: str) -> AliasChoices:
+    """Accept ``ATELIER_NAME`` first, then the plain platform name."""
+    return AliasChoices(f"ATELIER_{name}", name)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ATELIER_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    env: Literal["dev", "test", "prod"] = "prod"
+    secret_key: SecretStr | None = None
+    version: str = "0.1.0"
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, validation_alias=_env("PORT"))
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./var/atelier.db", validation_alias=_env("DATABASE_URL")
+    )
+    database_pool_size: int = 5
+    redis_url: str | None = Field(default=None, validation_alias=_env("REDIS_URL"))
+    storage_url: str = Field(default="file://./var/storage", validation_alias=_env("STORAGE_URL"))
+    gemini_api_key: SecretStr | None = Field(default=None, validation_alias=_env("GEMINI_API_KEY"))
+
+    allowed_origins: Annotated[list[str], NoDecode] = [
+        "http://127.0.0.1:8000",
+        "http://localhost:8000",
+    ]
+
+    access_token_ttl_seconds: int = Field(default=900, ge=30)
+    refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    login_max_failures_per_email: int = Field(default=5, ge=1)
+    login_max_failures_per_ip: int = Field(default=30, ge=1)
+    login_failure_window_seconds: int = Field(default=900, ge=1)
+
+    log_level: str = "INFO"
+    log_json: bool = True
+    # Cloud Run puts the trace id in X-Cloud-Trace-Context; Cloud Logging wants it qualified.
+    google_cloud_project: str | None = Field(
+        default=None, validation_alias=_env("GOOGLE_CLOUD_PROJECT")
+    )
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> Settings:
+        if self.env == "dev":
+            if self.secret_key is None:
+                self.secret_key = SecretStr(DEV_SECRET_KEY)
+            return self
+        key = self.secret_key.get_secret_value() if self.secret_key else ""
+        if not key or key == DEV_SECRET_KEY or len(key) < MIN_SECRET_KEY_LENGTH:
+            raise ValueError(
+                f"ATELIER_SECRET_KEY must be set to a random value of at least "
+                f"{MIN_SECRET_KEY_LENGTH} characters outside ATELIER_ENV=dev "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
+        return self
+
+    @property
+    def dev(self) -> bool:
+        return self.env == "dev"
+
+    @property
+    def cookie_secure(self) -> bool:
+        return not self.dev
+
+    @property
+    def secret(self) -> str:
+        assert self.secret_key is not None  # guaranteed by the validator
+        return self.secret_key.get_secret_value()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,144 @@
+"""SQLAlchemy 2 async: the declarative base, the engine, and the per-request session.
+
+The same models and migrations run on Postgres (asyncpg) and SQLite (aiosqlite); the URL alone
+decides which.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import DateTime, MetaData, event, text
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator, Uuid
+
+# Deterministic constraint names, so Alembic can alter them on both databases.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps everywhere; SQLite forgets the zone, so it is put back."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime, uuid.UUID: Uuid}
+
+
+class IdMixin:
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+
+
+class TimestampMixin:
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    # FKs are off by default in SQLite; WAL lets the embedded worker read while the API writes.
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+class Database:
+    """Owns the engine and the session factory of one app instance.
+
+    ``bind`` lets tests hand in a connection with an open transaction: sessions then work in
+    savepoints, so each request's commit is real to the app yet rolled back after the test.
+    """
+
+    def __init__(
+        self, url: str, *, pool_size: int = 5, bind: AsyncConnection | None = None
+    ) -> None:
+        self.url = url
+        self._owned_engine: AsyncEngine | None = None
+        if bind is None:
+            self._owned_engine = create_engine(url, pool_size=pool_size)
+            self.sessionmaker = async_sessionmaker(self._owned_engine, expire_on_commit=False)
+        else:
+            self.sessionmaker = async_sessionmaker(
+                bind, expire_on_commit=False, join_transaction_mode="create_savepoint"
+            )
+
+    async def ping(self) -> None:
+        async with self.sessionmaker() as session:
+            await session.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        if self._owned_engine is not None:
+            await self._owned_engine.dispose()
+
+
+def get_database(request: Request) -> Database:
+    db: Database = request.app.state.resources.db
+    return db
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session per request, committed once after the endpoint returns.
+
+    Used with ``scope="function"`` so the commit happens before the response is sent: a failed
+    commit becomes an error answer instead of a success the database never saw.
+    """
+    async with get_database(request).sessionmaker() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -1,0 +1,95 @@
+"""Request context: request id, access log line, Prometheus request metrics.
+
+A plain ASGI middleware rather than ``BaseHTTPMiddleware``: it does not buffer bodies and it
+sees the matched route, so metrics are labelled by route template instead of raw path.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import structlog
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backend.core.errors import problem_response
+from backend.core.logging import cloud_trace
+from backend.ops.metrics import REQUEST_COUNT, REQUEST_LATENCY
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+log = structlog.get_logger("atelier.request")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    # Unmatched paths are folded into one label so scanners cannot blow up metric cardinality.
+    return path if isinstance(path, str) else "<unmatched>"
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, gcp_project: str | None = None) -> None:
+        self.app = app
+        self.gcp_project = gcp_project
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, b"x-request-id")
+        request_id = given if given and _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            request_id=request_id,
+            **cloud_trace(_header(scope, b"x-cloud-trace-context"), self.gcp_project),
+        )
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+
+        status = 500
+        started = False
+        start = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started = True
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            # Answered here rather than by Starlette's outer error middleware so that even a 500
+            # is problem+json and carries the request id.
+            log.exception("unhandled_error", path=scope["path"], error=type(exc).__name__)
+            if started:
+                raise
+            response = problem_response(500, "internal.error", "An unexpected error occurred.")
+            await response(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = _route_template(scope)
+            method = scope["method"]
+            REQUEST_COUNT.labels(method=method, route=route, status=str(status)).inc()
+            REQUEST_LATENCY.labels(method=method, route=route).observe(elapsed)
+            log.info(
+                "request",
+                method=method,
+                path=scope["path"],
+                route=route,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+            )

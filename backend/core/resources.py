@@ -1,0 +1,83 @@
+"""The long-lived clients of one app instance, created on first use.
+
+Lazy creation matters on Lambda, where Mangum runs with ``lifespan="off"`` and nothing is set up
+at start; under uvicorn the lifespan simply closes them at shutdown.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated
+
+from fastapi import Depends, Request
+from redis.asyncio import Redis
+
+from backend.config import Settings
+from backend.core.db import Database
+from backend.core.redis import create_redis
+from backend.storage.base import Storage, open_storage
+
+
+class Resources:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        db: Database | None = None,
+        redis: Redis | None = None,
+        storage: Storage | None = None,
+    ) -> None:
+        self.settings = settings
+        # Injected instances belong to the caller (tests share them between app instances):
+        # set directly so cached_property never runs, and left open by close().
+        self._borrowed = {
+            name: value
+            for name, value in (("db", db), ("redis", redis), ("storage", storage))
+            if value is not None
+        }
+        self.__dict__.update(self._borrowed)
+
+    @cached_property
+    def db(self) -> Database:
+        return Database(self.settings.database_url, pool_size=self.settings.database_pool_size)
+
+    @cached_property
+    def redis(self) -> Redis:
+        return create_redis(self.settings.redis_url)
+
+    @cached_property
+    def storage(self) -> Storage:
+        return open_storage(self.settings.storage_url)
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.settings.redis_url is None
+
+    def _owns(self, name: str) -> bool:
+        return name in self.__dict__ and name not in self._borrowed
+
+    async def close(self) -> None:
+        if self._owns("db"):
+            await self.db.dispose()
+        if self._owns("redis"):
+            await self.redis.aclose()
+        if self._owns("storage"):
+            await self.storage.close()
+
+
+def get_resources(request: Request) -> Resources:
+    resources: Resources = request.app.state.resources
+    return resources
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return get_resources(request).settings
+
+
+def get_redis(request: Request) -> Redis:
+    return get_resources(request).redis
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+RedisDep = Annotated[Redis, Depends(get_redis)]

@@ -1,0 +1,93 @@
+"""The application factory: routers, middleware, error handlers, lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import RedirectResponse
+
+from backend.auth.router import admin_router
+from backend.auth.router import router as auth_router
+from backend.config import Settings, get_settings
+from backend.core.errors import PROBLEM_JSON, Problem, install_error_handlers
+from backend.core.logging import configure_logging
+from backend.core.middleware import RequestContextMiddleware
+from backend.core.resources import Resources
+from backend.ops.router import router as ops_router
+
+DESCRIPTION = """Atelier turns photos into sketches, captions and edits, and imports product
+catalogues from CSV. Sign in with cookies (send `X-CSRF-Token` on unsafe requests) or send an
+`X-API-Key` header. Errors are RFC 9457 problem details with a stable `code`."""
+
+
+def create_app(settings: Settings | None = None, *, resources: Resources | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    resources = resources or Resources(settings)
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await resources.close()
+
+    app = FastAPI(
+        title="Atelier",
+        version=settings.version,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.resources = resources
+    install_error_handlers(app)
+
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.allowed_origins,
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Content-Type", "X-CSRF-Token", "X-API-Key", "X-Request-ID", "Idempotency-Key"],
+        expose_headers=["X-Request-ID", "Retry-After"],
+    )
+    # Added last so it is outermost: every answer, even a CORS refusal, gets a request id.
+    app.add_middleware(RequestContextMiddleware, gcp_project=settings.google_cloud_project)
+
+    app.include_router(ops_router)
+    app.include_router(auth_router)
+    app.include_router(admin_router)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    _register_problem_schema(app)
+    return app
+
+
+def _register_problem_schema(app: FastAPI) -> None:
+    """Make ``#/components/schemas/Problem`` exist even where no route names the model."""
+    original = app.openapi
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema is None:
+            schema = original()
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas.setdefault(
+                "Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            )
+            # FastAPI documents validation errors as plain JSON; ours are problem+json.
+            problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+            for item in schema.get("paths", {}).values():
+                for operation in item.values():
+                    answer = operation.get("responses", {}).get("422")
+                    if answer is not None:
+                        answer["content"] = problem
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
