@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atelier", description="Atelier image backend")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="serve the API (and the embedded worker when no REDIS_URL)")
+    serve = sub.add_parser(
+        "serve", help="serve the API (and the embedded worker when no REDIS_URL)"
+    )
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--migrate", action="store_true", help="run migrations first")
@@ -85,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="upgrade the database to the newest schema")
     migrate.set_defaults(func=_migrate)
 
-    admin = sub.add_parser("create-admin", help="create an admin (password from the prompt or stdin)")
+    admin = sub.add_parser(
+        "create-admin", help="create an admin (password from the prompt or stdin)"
+    )
     admin.add_argument("email")
     admin.set_defaults(func=_create_admin)
     return parser

@@ -49,7 +49,13 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
         allow_origins=settings.allowed_origins,
         allow_credentials=True,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=["Content-Type", "X-CSRF-Token", "X-API-Key", "X-Request-ID", "Idempotency-Key"],
+        allow_headers=[
+            "Content-Type",
+            "X-CSRF-Token",
+            "X-API-Key",
+            "X-Request-ID",
+            "Idempotency-Key",
+        ],
         expose_headers=["X-Request-ID", "Retry-After"],
     )
     # Added last so it is outermost: every answer, even a CORS refusal, gets a request id.

@@ -25,7 +25,7 @@ def _url() -> str:
     return get_settings().database_url
 
 
-def _render_item(type_: str, obj: object, autogen_context: Any) -> str | Literal[False]:
+def _render_item(type_: str, obj: object, autogen_context: Any) -> str | Literal[False]:  # noqa: ARG001
     # Migrations must not import app code that may change later: spell our UTC type as SQL.
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"

@@ -79,7 +79,7 @@ class Server:
     # PostgreSQL treats SIGTERM as "smart" shutdown, which waits for every
     # client (e.g. a leaked pool) to disconnect; it passes SIGINT instead.
     stop_signal: int = signal.SIGTERM
-    # Directories outside workdir that the server needed (see start_postgres).
+    # Files and directories outside workdir that the server left behind.
     cleanup_paths: list[Path] = field(default_factory=list)
 
     @property
@@ -90,7 +90,10 @@ class Server:
         """Stop the server and wait for it; safe to call any number of times."""
         _terminate(self.proc, self.stop_signal)
         for path in self.cleanup_paths:
-            shutil.rmtree(path, ignore_errors=True)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
         self.cleanup_paths.clear()
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
@@ -265,7 +268,7 @@ def _wait_ready(
             if time.monotonic() > deadline:
                 detail = f" (last probe error: {last_error})" if last_error else ""
                 raise ServerUnavailable(
-                    f"{name} was not ready after {timeout:.0f}s{detail}.\n"
+                    f"{name} was not ready after {timeout:g}s{detail}.\n"
                     f"{_tail(log_path, since=log_offset)}"
                 )
             time.sleep(poll)
@@ -332,9 +335,7 @@ def _unprivileged_account() -> pwd.struct_passwd:
 
 def _traversable_by(path: Path, account: pwd.struct_passwd) -> bool:
     """Whether ``account`` can reach ``path`` through every parent directory."""
-    groups = {account.pw_gid} | {
-        g.gr_gid for g in grp.getgrall() if account.pw_name in g.gr_mem
-    }
+    groups = {account.pw_gid} | {g.gr_gid for g in grp.getgrall() if account.pw_name in g.gr_mem}
     for directory in [path, *path.parents]:
         st = directory.stat()
         if st.st_uid == account.pw_uid:
@@ -387,10 +388,13 @@ def start_postgres(workdir: Path) -> Server:
         _run_checked(
             [
                 str(bindir / "initdb"),
-                "-D", str(datadir),
-                "-U", "atelier",
+                "-D",
+                str(datadir),
+                "-U",
+                "atelier",
                 "--auth=trust",
-                "-E", "UTF8",
+                "-E",
+                "UTF8",
                 "--no-locale",
                 "--no-sync",  # the cluster is thrown away, durability is irrelevant
             ],
@@ -412,8 +416,16 @@ def start_postgres(workdir: Path) -> Server:
     server.cleanup_paths = cleanup
     try:
         _run_checked(
-            [str(bindir / "createdb"), "-h", LOOPBACK, "-p", str(server.port),
-             "-U", "atelier", "atelier"],
+            [
+                str(bindir / "createdb"),
+                "-h",
+                LOOPBACK,
+                "-p",
+                str(server.port),
+                "-U",
+                "atelier",
+                "atelier",
+            ],
             "createdb atelier",
             env=env,
         )
@@ -437,15 +449,22 @@ def _launch_postgres(
     proc, log_offset = _spawn(
         [
             str(bindir / "postgres"),
-            "-D", str(datadir),
-            "-p", str(port),
+            "-D",
+            str(datadir),
+            "-p",
+            str(port),
             # No Unix socket: pytest paths easily exceed the 107-byte socket path
             # limit, and everything here connects over TCP anyway.
-            "-k", "",
-            "-c", f"listen_addresses={LOOPBACK}",
-            "-c", "fsync=off",
-            "-c", "synchronous_commit=off",
-            "-c", "full_page_writes=off",
+            "-k",
+            "",
+            "-c",
+            f"listen_addresses={LOOPBACK}",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
         ],
         log_path,
         cwd=datadir,
@@ -454,8 +473,18 @@ def _launch_postgres(
         group=group,
     )
     pg_isready = [
-        str(bindir / "pg_isready"), "-q", "-h", LOOPBACK, "-p", str(port),
-        "-U", "atelier", "-d", "postgres", "-t", "2",
+        str(bindir / "pg_isready"),
+        "-q",
+        "-h",
+        LOOPBACK,
+        "-p",
+        str(port),
+        "-U",
+        "atelier",
+        "-d",
+        "postgres",
+        "-t",
+        "2",
     ]
 
     def ready() -> bool:
@@ -499,7 +528,7 @@ def start_redis(workdir: Path) -> Server:
     return server
 
 
-def restart_redis(server: Server) -> Server:
+def restart_redis(server: Server, timeout: float = REDIS_TIMEOUT) -> Server:
     """Stop ``server`` and start a new Redis on the same port and directory.
 
     Data is not carried over (persistence is off), just like a Redis that
@@ -508,17 +537,17 @@ def restart_redis(server: Server) -> Server:
     server.stop()
     binary = _redis_binary()
     started = time.monotonic()
-    deadline = started + REDIS_TIMEOUT
+    deadline = started + timeout
     while True:
         try:
-            new = _launch_redis(binary, server.workdir, server.port)
+            new = _launch_redis(binary, server.workdir, server.port, timeout)
             break
-        except _PortInUse:
-            # Someone may briefly hold the port (e.g. a probe); there is no
-            # other port to fall back to, so wait for it instead.
+        except _PortInUse as exc:
+            # Something else may briefly hold the port; there is no other
+            # port to fall back to, so wait for it instead.
             if time.monotonic() > deadline:
                 raise ServerUnavailable(
-                    f"port {server.port} stayed in use after stopping Redis"
+                    f"port {server.port} stayed in use after stopping Redis: {exc}"
                 ) from None
             time.sleep(0.2)
     new.startup_seconds = time.monotonic() - started
@@ -534,24 +563,28 @@ def _redis_binary() -> str:
     return binary
 
 
-def _launch_redis(binary: str, home: Path, port: int) -> Server:
+def _launch_redis(binary: str, home: Path, port: int, timeout: float = REDIS_TIMEOUT) -> Server:
     log_path = home / "redis.log"
     proc, log_offset = _spawn(
         [
             binary,
-            "--port", str(port),
-            "--bind", LOOPBACK,
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(home),
-            "--daemonize", "no",
+            "--port",
+            str(port),
+            "--bind",
+            LOOPBACK,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(home),
+            "--daemonize",
+            "no",
         ],
         log_path,
         cwd=home,
     )
-    _wait_ready(
-        "redis-server", proc, (log_path, log_offset), lambda: _redis_ping(port), REDIS_TIMEOUT
-    )
+    _wait_ready("redis-server", proc, (log_path, log_offset), lambda: _redis_ping(port), timeout)
     return Server(
         url=f"redis://{LOOPBACK}:{port}/0",
         proc=proc,
@@ -612,21 +645,30 @@ def start_seaweedfs(workdir: Path, bucket: str = "atelier") -> S3Server:
 
 
 def _weed_ports() -> dict[str, int]:
-    names = ["master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc",
-             "s3", "s3.grpc"]
+    names = [
+        "master",
+        "master.grpc",
+        "volume",
+        "volume.grpc",
+        "filer",
+        "filer.grpc",
+        "s3",
+        "s3.grpc",
+    ]
     with _reserved_ports(len(names) + 8) as ports:
         chosen = dict(zip(names, ports, strict=False))
-        spare = ports[len(names):]
+        spare = ports[len(names) :]
+    taken = set(chosen.values())
+
+    def usable(port: int) -> bool:
+        return port <= 65535 and port not in taken and _port_is_free(port)
+
     # Unset gRPC ports default to http port + 10000, which overflows for the
     # high ephemeral ports free_port() hands out; the admin worker ignores its
     # flag and always uses that offset, so pick an admin port that allows it.
-    for candidate in spare:
-        if candidate + WEED_GRPC_OFFSET <= 65535 and _port_is_free(candidate + WEED_GRPC_OFFSET):
-            chosen["admin"] = candidate
-            chosen["admin.grpc"] = candidate + WEED_GRPC_OFFSET
-            return chosen
-    for candidate in range(20000, 55000, 97):
-        if _port_is_free(candidate) and _port_is_free(candidate + WEED_GRPC_OFFSET):
+    fallback = range(20000, 55000, 97)
+    for candidate in [*spare, *fallback]:
+        if usable(candidate) and usable(candidate + WEED_GRPC_OFFSET):
             chosen["admin"] = candidate
             chosen["admin.grpc"] = candidate + WEED_GRPC_OFFSET
             return chosen
@@ -644,7 +686,10 @@ def _launch_weed(
     ports = _weed_ports()
     log_path = home / "weed.log"
     argv = [
-        binary, "mini",
+        binary,
+        # glog would otherwise also write weed.* files into /tmp on every run.
+        "-logtostderr",
+        "mini",
         f"-dir={home}",
         f"-ip={LOOPBACK}",
         f"-ip.bind={LOOPBACK}",
@@ -690,11 +735,18 @@ def _launch_weed(
         access_key=access_key,
         secret_key=secret_key,
         bucket=bucket,
+        # weed mini hard-codes these gRPC socket paths (ignoring TMPDIR); they
+        # stay behind when it is killed or stopped before it finished starting.
+        cleanup_paths=[
+            Path("/tmp") / f"seaweedfs-{name}-grpc-{ports[name + '.grpc']}.sock"
+            for name in ("master", "volume", "filer", "s3", "admin")
+        ],
     )
-    client = server.client(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1})
 
     def ready() -> bool:
-        if not _tcp_accepts(ports["s3"]):
+        # The admin server comes up last; stopping weed before that leaves
+        # stray sockets behind, so "ready" means every component is up.
+        if not (_tcp_accepts(ports["s3"]) and _tcp_accepts(ports["admin"])):
             return False
         try:
             client.head_bucket(Bucket=bucket)
@@ -712,9 +764,14 @@ def _launch_weed(
                 raise
         return False
 
+    client: Any = None
     try:
+        client = server.client(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1})
         _wait_ready("weed mini", proc, (log_path, log_offset), ready, SEAWEEDFS_TIMEOUT, poll=0.1)
+    except BaseException:
+        server.stop()  # also removes the sockets a killed weed leaves in /tmp
+        raise
     finally:
-        client.close()
+        if client is not None:
+            client.close()
     return server
-

@@ -26,7 +26,9 @@ def verify_csrf(request: Request, *, session_id: uuid.UUID, secret: str) -> None
     header = request.headers.get(CSRF_HEADER, "")
     cookie = request.cookies.get(CSRF_COOKIE, "")
     expected = csrf_token_for(session_id, secret=secret)
-    if not header or not hmac.compare_digest(header, cookie) or not hmac.compare_digest(
-        header, expected
+    if (
+        not header
+        or not hmac.compare_digest(header, cookie)
+        or not hmac.compare_digest(header, expected)
     ):
         raise CsrfFailed(f"Missing or wrong {CSRF_HEADER} header.")

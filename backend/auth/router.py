@@ -19,7 +19,12 @@ from backend.auth.schemas import (
     RegisterIn,
     UserOut,
 )
-from backend.auth.tokens import InvalidToken, create_access_token, csrf_token_for, decode_access_token
+from backend.auth.tokens import (
+    InvalidToken,
+    create_access_token,
+    csrf_token_for,
+    decode_access_token,
+)
 from backend.config import Settings
 from backend.core.db import SessionDep
 from backend.core.errors import problem_responses
@@ -29,9 +34,7 @@ from backend.core.resources import RedisDep, SettingsDep
 REFRESH_PATH = "/api/auth"
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
-admin_router = APIRouter(
-    prefix="/api/admin", tags=["admin"], responses=problem_responses(401, 403)
-)
+admin_router = APIRouter(prefix="/api/admin", tags=["admin"], responses=problem_responses(401, 403))
 
 
 def _set_session_cookies(
@@ -95,7 +98,11 @@ def _clear_session_cookies(response: Response, settings: Settings) -> None:
     responses=problem_responses(409, 422),
 )
 async def register(
-    body: RegisterIn, request: Request, response: Response, session: SessionDep, settings: SettingsDep
+    body: RegisterIn,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> User:
     user = await service.create_user(
         session, email=body.email, password=body.password, display_name=body.display_name
@@ -104,7 +111,11 @@ async def register(
         session, settings, user=user, user_agent=request.headers.get("user-agent")
     )
     _set_session_cookies(
-        response, settings, user=user, session_id=issued.auth_session.id, refresh_token=issued.refresh_token
+        response,
+        settings,
+        user=user,
+        session_id=issued.auth_session.id,
+        refresh_token=issued.refresh_token,
     )
     return user
 
@@ -130,7 +141,11 @@ async def login(
         session, settings, user=user, user_agent=request.headers.get("user-agent")
     )
     _set_session_cookies(
-        response, settings, user=user, session_id=issued.auth_session.id, refresh_token=issued.refresh_token
+        response,
+        settings,
+        user=user,
+        session_id=issued.auth_session.id,
+        refresh_token=issued.refresh_token,
     )
     return user
 
@@ -147,14 +162,16 @@ async def refresh(
     verify_csrf(request, session_id=row.session_id, secret=settings.secret)
     user, issued = await service.rotate_refresh(session, settings, row=row)
     _set_session_cookies(
-        response, settings, user=user, session_id=issued.auth_session.id, refresh_token=issued.refresh_token
+        response,
+        settings,
+        user=user,
+        session_id=issued.auth_session.id,
+        refresh_token=issued.refresh_token,
     )
     return user
 
 
-@router.post(
-    "/logout", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(403)
-)
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(403))
 async def logout(
     request: Request,
     session: SessionDep,
@@ -196,7 +213,9 @@ async def me(user: CurrentUser) -> User:
     response_model=ApiKeyCreated,
     responses=problem_responses(401, 403, 422),
 )
-async def create_api_key(body: ApiKeyCreate, user: CurrentUser, session: SessionDep) -> ApiKeyCreated:
+async def create_api_key(
+    body: ApiKeyCreate, user: CurrentUser, session: SessionDep
+) -> ApiKeyCreated:
     api_key, plain = await service.create_api_key(session, user=user, name=body.name)
     return ApiKeyCreated(
         id=api_key.id,

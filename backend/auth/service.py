@@ -16,8 +16,15 @@ from backend.auth.passwords import hash_password, verify_password
 from backend.auth.tokens import new_api_key, new_refresh_token, sha256_hex
 from backend.config import Settings
 from backend.core import ratelimit
-from backend.core.errors import AppError, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 from backend.core.db import utcnow
+from backend.core.errors import (
+    AppError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+)
 from backend.core.pagination import PageParams, make_page, newest_first
 
 MIN_PASSWORD_LENGTH = 10
@@ -61,11 +68,15 @@ def check_password_policy(password: str, *, email: str) -> None:
             status=422,
         )
     if password.strip().lower() == email:
-        raise AppError("The password must not be the email address.", code="auth.weak_password", status=422)
+        raise AppError(
+            "The password must not be the email address.", code="auth.weak_password", status=422
+        )
 
 
 async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
-    user: User | None = await session.scalar(select(User).where(User.email == normalize_email(email)))
+    user: User | None = await session.scalar(
+        select(User).where(User.email == normalize_email(email))
+    )
     return user
 
 
@@ -97,13 +108,17 @@ async def create_user(
         async with session.begin_nested():
             await session.flush()
     except IntegrityError as exc:
-        raise Conflict("An account with this email already exists.", code="auth.email_taken") from exc
+        raise Conflict(
+            "An account with this email already exists.", code="auth.email_taken"
+        ) from exc
     return user
 
 
 def _login_limits(settings: Settings, email: str, ip: str | None) -> list[ratelimit.Limit]:
     limits = [
-        ratelimit.Limit(f"rl:login:email:{sha256_hex(email)}", settings.login_max_failures_per_email)
+        ratelimit.Limit(
+            f"rl:login:email:{sha256_hex(email)}", settings.login_max_failures_per_email
+        )
     ]
     if ip:
         limits.append(ratelimit.Limit(f"rl:login:ip:{ip}", settings.login_max_failures_per_ip))
@@ -290,9 +305,7 @@ async def delete_api_key(session: AsyncSession, *, user: User, key_id: uuid.UUID
     await session.flush()
 
 
-async def list_users(
-    session: AsyncSession, *, page: PageParams
-) -> tuple[list[User], str | None]:
+async def list_users(session: AsyncSession, *, page: PageParams) -> tuple[list[User], str | None]:
     stmt = newest_first(select(User), User.created_at, User.id, page)
     return make_page(list(await session.scalars(stmt)), page)
 

@@ -109,7 +109,10 @@ def problem_response(
     }
     body.update(extra)
     return JSONResponse(
-        jsonable_encoder(body), status_code=status, headers=dict(headers or {}), media_type=PROBLEM_JSON
+        jsonable_encoder(body),
+        status_code=status,
+        headers=dict(headers or {}),
+        media_type=PROBLEM_JSON,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -15,7 +16,7 @@ import structlog
 _configured = False
 
 
-def _severity(_: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _severity(_: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     event["severity"] = method.upper() if method != "exception" else "ERROR"
     return event
 
@@ -23,9 +24,7 @@ def _severity(_: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     global _configured
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
-    )
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -42,7 +41,9 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     if not _configured:
         # Library loggers (uvicorn errors, alembic) go to stderr as plain lines; the access log is
         # replaced by our own request line, which carries the request id and route.
-        logging.basicConfig(level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+        logging.basicConfig(
+            level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+        )
         logging.getLogger("uvicorn.access").disabled = True
         _configured = True
 

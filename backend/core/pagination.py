@@ -73,9 +73,7 @@ def newest_first(
     """Order newest first and skip past the cursor; fetches one extra row to know if more exist."""
     if params.cursor:
         created, row_id = decode_cursor(params.cursor)
-        stmt = stmt.where(
-            or_(created_col < created, and_(created_col == created, id_col < row_id))
-        )
+        stmt = stmt.where(or_(created_col < created, and_(created_col == created, id_col < row_id)))
     return stmt.order_by(created_col.desc(), id_col.desc()).limit(params.limit + 1)
 
 

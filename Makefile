@@ -1,0 +1,48 @@
+# The two set-up commands are `make run` and `make test`; everything else is for developers.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.dev-installed
+
+.PHONY: run test lint format bench system-deps clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Atelier needs Python 3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python requirements.txt pyproject.toml
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	@touch $@
+
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+## make run: install, migrate and serve on http://127.0.0.1:8000 with embedded defaults.
+run: $(STAMP)
+	ATELIER_ENV=$${ATELIER_ENV:-dev} $(BIN)/atelier serve --migrate
+
+## make test: install what the tests need (Redis, Postgres, SeaweedFS) and run the whole suite.
+test: $(DEV_STAMP) system-deps lint
+	$(BIN)/pytest
+
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy backend tests
+
+format: $(DEV_STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(DEV_STAMP) system-deps
+	$(BIN)/pytest tests/bench -q -s
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
