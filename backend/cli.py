@@ -1,4 +1,4 @@
-"""``atelier``: serve, migrate, create-admin."""
+"""``atelier``: serve, worker, migrate, create-admin."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
         forwarded_allow_ips=args.forwarded_allow_ips,
         log_config=None,
+        ws="websockets-sansio",
         ws_ping_interval=25,
         ws_ping_timeout=20,
     )
@@ -35,6 +36,19 @@ def _migrate(_: argparse.Namespace) -> int:
     from backend.core.migrations import upgrade
 
     upgrade(get_settings().database_url)
+    return 0
+
+
+def _worker(_: argparse.Namespace) -> int:
+    from backend.core.logging import configure_logging
+    from backend.core.resources import Resources
+    from backend.tasks.worker import serve_worker
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    if settings.redis_url is None:
+        raise SystemExit("atelier worker needs REDIS_URL; without it the API runs its own worker")
+    asyncio.run(serve_worker(Resources(settings)))
     return 0
 
 
@@ -83,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--migrate", action="store_true", help="run migrations first")
     serve.add_argument("--forwarded-allow-ips", default="127.0.0.1")
     serve.set_defaults(func=_serve)
+
+    worker = sub.add_parser("worker", help="run background tasks from the Redis queue")
+    worker.set_defaults(func=_worker)
 
     migrate = sub.add_parser("migrate", help="upgrade the database to the newest schema")
     migrate.set_defaults(func=_migrate)

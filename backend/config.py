@@ -57,6 +57,17 @@ class Settings(BaseSettings):
     login_max_failures_per_ip: int = Field(default=30, ge=1)
     login_failure_window_seconds: int = Field(default=900, ge=1)
 
+    # Task engine. Workers import these modules to learn the task kinds; tests add their own.
+    task_modules: Annotated[list[str], NoDecode] = []
+    worker_concurrency: int = Field(default=4, ge=1, le=64)
+    # How often the sweeper looks for lost or stuck tasks (also saq's own sweep interval).
+    sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    # A queued task not started within this long is re-checked (and re-enqueued) by the sweeper.
+    task_queue_grace_seconds: float = Field(default=30.0, gt=0)
+    # Run the worker inside the API process; the default when there is no REDIS_URL.
+    embedded_worker: bool | None = None
+    ws_ping_seconds: float = Field(default=25.0, gt=0)
+
     log_level: str = "INFO"
     log_json: bool = True
     # Cloud Run puts the trace id in X-Cloud-Trace-Context; Cloud Logging wants it qualified.
@@ -69,6 +80,13 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("task_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [m.strip() for m in value.split(",") if m.strip()]
         return value
 
     @field_validator("redis_url", mode="before")
@@ -103,6 +121,10 @@ class Settings(BaseSettings):
     def secret(self) -> str:
         assert self.secret_key is not None  # guaranteed by the validator
         return self.secret_key.get_secret_value()
+
+    @property
+    def run_embedded_worker(self) -> bool:
+        return self.redis_url is None if self.embedded_worker is None else self.embedded_worker
 
     @property
     def is_sqlite(self) -> bool:

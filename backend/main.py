@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,6 +19,9 @@ from backend.core.logging import configure_logging
 from backend.core.middleware import RequestContextMiddleware
 from backend.core.resources import Resources
 from backend.ops.router import router as ops_router
+from backend.realtime.router import router as realtime_router
+from backend.tasks.router import router as tasks_router
+from backend.tasks.worker import build_worker, load_task_modules
 
 DESCRIPTION = """Atelier turns photos into sketches, captions and edits, and imports product
 catalogues from CSV. Sign in with cookies (send `X-CSRF-Token` on unsafe requests) or send an
@@ -28,11 +33,23 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
     resources = resources or Resources(settings)
     configure_logging(settings.log_level, json=settings.log_json)
 
+    load_task_modules(settings.task_modules)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Embedded mode (`make run`, no REDIS_URL): the worker runs as a task in this process.
+        worker = (
+            build_worker(resources, handle_signals=False) if settings.run_embedded_worker else None
+        )
+        runner = asyncio.create_task(worker.start()) if worker else None
         try:
             yield
         finally:
+            if worker is not None and runner is not None:
+                await worker.stop()
+                runner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner
             await resources.close()
 
     app = FastAPI(
@@ -64,6 +81,8 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
     app.include_router(ops_router)
     app.include_router(auth_router)
     app.include_router(admin_router)
+    app.include_router(tasks_router)
+    app.include_router(realtime_router)
 
     @app.get("/", include_in_schema=False)
     async def index() -> RedirectResponse:

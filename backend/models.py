@@ -2,5 +2,6 @@
 
 from backend.auth import models as auth_models
 from backend.core.db import Base
+from backend.tasks import models as task_models
 
-__all__ = ["Base", "auth_models"]
+__all__ = ["Base", "auth_models", "task_models"]

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from backend.config import Settings
@@ -25,6 +26,7 @@ from backend.core.db import Database
 from backend.core.migrations import upgrade
 from backend.core.resources import Resources
 from backend.main import create_app
+from backend.models import Base
 from tests.servers import (
     BinaryNotFound,
     S3Server,
@@ -126,6 +128,19 @@ def settings(pg_server: Server, redis_server: Server, tmp_path: Path) -> Setting
     )
 
 
+@pytest.fixture
+async def committed_database(pg_server: Server) -> AsyncIterator[Database]:
+    """A database whose commits are real, for tests where other connections or processes
+    (a worker, a second API instance, a WebSocket) must see the data; emptied afterwards."""
+    db = Database(pg_server.url, pool_size=5)
+    yield db
+    async with db.sessionmaker() as session:
+        tables = ", ".join(f'"{table.name}"' for table in reversed(Base.metadata.sorted_tables))
+        await session.execute(text(f"TRUNCATE {tables} CASCADE"))
+        await session.commit()
+    await db.dispose()
+
+
 AppFactory = Callable[..., FastAPI]
 
 
@@ -137,6 +152,18 @@ def make_app(settings: Settings, database: Database, redis: Redis) -> AppFactory
     def factory(**overrides: object) -> FastAPI:
         app_settings = settings.model_copy(update=overrides) if overrides else settings
         return create_app(app_settings, resources=Resources(app_settings, db=database, redis=redis))
+
+    return factory
+
+
+@pytest.fixture
+def make_live_app(settings: Settings, committed_database: Database, redis: Redis) -> AppFactory:
+    """Like ``make_app`` but on ``committed_database``: serve these with ``tests.live.serve``."""
+
+    def factory(**overrides: object) -> FastAPI:
+        app_settings = settings.model_copy(update=overrides) if overrides else settings
+        resources = Resources(app_settings, db=committed_database, redis=redis)
+        return create_app(app_settings, resources=resources)
 
     return factory
 

@@ -193,3 +193,48 @@ def test_serve_embedded_end_to_end(served: tuple[str, Path]) -> None:
         request_line["logging.googleapis.com/trace"]
         == "projects/demo-project/traces/0123456789abcdef0123456789abcdef"
     )
+
+
+async def test_embedded_worker_runs_tasks_in_process(tmp_path: Path) -> None:
+    """`make run`'s queue: saq on fakeredis (Lua via lupa), the worker inside the API process."""
+    import tests.tasks.kinds  # noqa: F401 - registers the test task kinds
+    from backend.auth.service import create_user
+    from backend.core.db import commit
+    from backend.tasks import service
+    from backend.tasks.models import Task, TaskStatus
+    from tests.live import serve
+
+    settings = Settings(
+        env="test",
+        secret_key=TEST_SECRET,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'atelier.db'}",
+        storage_url=f"file://{tmp_path / 'storage'}",
+        task_modules=["tests.tasks.kinds"],
+    )
+    assert settings.run_embedded_worker
+    await asyncio.to_thread(upgrade, settings.database_url)
+    app = create_app(settings)
+    resources = app.state.resources
+    async with serve(app):
+        async with resources.db.sessionmaker() as session:
+            user = await create_user(session, email=unique_email(), password=PASSWORD)
+            task = await service.create_task(
+                session,
+                resources.queue,
+                resources.redis,
+                user_id=user.id,
+                kind="test.steps",
+                payload={"steps": 4},
+            )
+            await commit(session)
+        deadline = time.monotonic() + 20
+        while True:
+            async with resources.db.sessionmaker() as session:
+                row = await session.get(Task, task.id)
+                assert row is not None
+            if row.status == TaskStatus.succeeded or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+    assert row.status == TaskStatus.succeeded, (row.status, row.error)
+    assert row.progress == 100
+    assert row.result == {"steps": 4, "attempt": 1}

@@ -7,7 +7,7 @@ decides which.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -121,6 +121,33 @@ class Database:
             await self._owned_engine.dispose()
 
 
+# Work to run once the current transaction has committed (enqueueing a job for a task row, say):
+# never before, so no worker sees a row that may still roll back, and never after a rollback.
+_ON_COMMIT = "atelier.on_commit"
+Callback = Callable[[], Awaitable[None]]
+
+
+def on_commit(session: AsyncSession, callback: Callback) -> None:
+    session.info.setdefault(_ON_COMMIT, []).append(callback)
+
+
+def discard_on_commit(session: AsyncSession) -> None:
+    session.info.pop(_ON_COMMIT, None)
+
+
+async def commit(session: AsyncSession) -> None:
+    """Commit, then run what was waiting for it. Use instead of ``session.commit()``."""
+    await session.commit()
+    callbacks: list[Callback] = session.info.pop(_ON_COMMIT, [])
+    for callback in callbacks:
+        await callback()
+
+
+async def rollback(session: AsyncSession) -> None:
+    discard_on_commit(session)
+    await session.rollback()
+
+
 def get_database(request: Request) -> Database:
     db: Database = request.app.state.resources.db
     return db
@@ -136,10 +163,10 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         try:
             yield session
         except BaseException:
-            await session.rollback()
+            await rollback(session)
             raise
         else:
-            await session.commit()
+            await commit(session)
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

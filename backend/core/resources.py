@@ -7,7 +7,7 @@ at start; under uvicorn the lifespan simply closes them at shutdown.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from redis.asyncio import Redis
@@ -16,6 +16,10 @@ from backend.config import Settings
 from backend.core.db import Database
 from backend.core.redis import create_redis
 from backend.storage.base import Storage, open_storage
+from backend.tasks.queue import TaskQueue
+
+if TYPE_CHECKING:
+    from backend.realtime.hub import Hub
 
 
 class Resources:
@@ -49,6 +53,20 @@ class Resources:
     def storage(self) -> Storage:
         return open_storage(self.settings.storage_url)
 
+    @cached_property
+    def queue(self) -> TaskQueue:
+        return TaskQueue(
+            self.redis,
+            embedded=self.embedded_redis,
+            queue_grace=self.settings.task_queue_grace_seconds,
+        )
+
+    @cached_property
+    def hub(self) -> Hub:
+        from backend.realtime.hub import Hub
+
+        return Hub(self.redis)
+
     @property
     def embedded_redis(self) -> bool:
         return self.settings.redis_url is None
@@ -57,6 +75,8 @@ class Resources:
         return name in self.__dict__ and name not in self._borrowed
 
     async def close(self) -> None:
+        if "hub" in self.__dict__:
+            await self.hub.close()
         if self._owns("db"):
             await self.db.dispose()
         if self._owns("redis"):
@@ -78,6 +98,11 @@ def get_redis(request: Request) -> Redis:
     return get_resources(request).redis
 
 
+def get_queue(request: Request) -> TaskQueue:
+    return get_resources(request).queue
+
+
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
+QueueDep = Annotated[TaskQueue, Depends(get_queue)]

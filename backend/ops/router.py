@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from backend.core.resources import ResourcesDep
+from backend.tasks import metrics as task_metrics
 
 router = APIRouter(tags=["ops"])
 log = structlog.get_logger(__name__)
@@ -73,5 +74,6 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics() -> Response:
+async def metrics(resources: ResourcesDep) -> Response:
+    await task_metrics.refresh(resources)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,186 @@
+"""``GET /ws``: live task updates for the signed-in user.
+
+Handshake: a browser's ``Origin`` must be one of ``ALLOWED_ORIGINS`` (a request without
+``Origin`` comes from a non-browser client and is allowed), and the caller must be
+authenticated by the ``access_token`` cookie or an ``X-API-Key`` header. Both are checked
+before the upgrade is accepted, so a refusal is a plain HTTP 403 and no socket is opened.
+
+Messages, server to client, all JSON text frames:
+
+- ``{"type": "snapshot", "tasks": [Task, ...]}``: the user's active (queued or running) tasks.
+  Always the first message, and sent again whenever events may have been lost.
+- ``{"type": "task.updated", "task": Task}``: one per change of one of the user's tasks.
+- ``{"type": "ping"}``: every ``WS_PING_SECONDS`` (25 s by default), to keep proxies from
+  closing an idle connection.
+
+Messages from the client are ignored. Close codes: 1008 (refused), 1011 (server error), 1012
+(server restarting), 1013 (the client fell behind). After any close a client reconnects and
+starts again from the new snapshot, on whichever instance it reaches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from asyncio import FIRST_COMPLETED
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from backend.auth.deps import ACCESS_COOKIE
+from backend.auth.service import resolve_access, resolve_api_key
+from backend.auth.tokens import InvalidToken, decode_access_token
+from backend.core.db import commit
+from backend.core.errors import AppError
+from backend.core.resources import Resources
+from backend.realtime.hub import RESYNC, HubClosed, SlowConsumer, Subscription
+from backend.tasks.events import task_json
+from backend.tasks.service import active_tasks
+
+log = structlog.get_logger(__name__)
+router = APIRouter()
+
+API_KEY_HEADER = "x-api-key"
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_SERVICE_RESTART = 1012
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+def _normalise_origin(origin: str) -> str:
+    return origin.strip().rstrip("/").lower()
+
+
+def origin_allowed(origin: str | None, allowed: list[str]) -> bool:
+    """A missing Origin is a server-side client; a present one must be listed (case and a
+    trailing slash aside: browsers send neither variation, configuration may)."""
+    if origin is None:
+        return True
+    return _normalise_origin(origin) in {_normalise_origin(o) for o in allowed}
+
+
+async def _authenticate(websocket: WebSocket, resources: Resources) -> uuid.UUID | None:
+    """The caller's user id, or None. Same precedence as HTTP: an API key header wins."""
+    api_key = websocket.headers.get(API_KEY_HEADER)
+    token = websocket.cookies.get(ACCESS_COOKIE)
+    if api_key is None and not token:
+        return None
+    try:
+        # Only for the handshake: a socket can stay open for hours and must not pin a connection.
+        async with resources.db.sessionmaker() as session:
+            if api_key is not None:
+                user = await resolve_api_key(session, api_key)
+                await commit(session)  # the key's last_used_at
+            else:
+                claims = decode_access_token(token or "", secret=resources.settings.secret)
+                user = await resolve_access(
+                    session, user_id=claims.user_id, session_id=claims.session_id
+                )
+            return user.id
+    except (AppError, InvalidToken) as exc:
+        log.info("ws_refused", reason="auth", error=type(exc).__name__)
+        return None
+
+
+async def _send_snapshot(
+    websocket: WebSocket, resources: Resources, sub: Subscription, user_id: uuid.UUID
+) -> None:
+    # Every event already queued was published after a commit this read will see, so it is
+    # superseded; events arriving from now on may be newer and are kept.
+    sub.clear()
+    async with resources.db.sessionmaker() as session:
+        tasks = [task_json(task) for task in await active_tasks(session, user_id=user_id)]
+    await websocket.send_json({"type": "snapshot", "tasks": tasks})
+
+
+async def _forward(
+    websocket: WebSocket, resources: Resources, sub: Subscription, user_id: uuid.UUID
+) -> int:
+    """Snapshot, then events and pings until the hub ends the subscription: the close code."""
+    interval = resources.settings.ws_ping_seconds
+    loop = asyncio.get_running_loop()
+    await _send_snapshot(websocket, resources, sub, user_id)
+    next_ping = loop.time() + interval
+    while True:
+        message: dict[str, Any]
+        try:
+            async with asyncio.timeout_at(next_ping):
+                message = await sub.get()
+        except TimeoutError:
+            await websocket.send_json({"type": "ping"})
+            # From now, not from the missed slot: a stalled loop must not trigger a burst.
+            next_ping = max(next_ping + interval, loop.time())
+            continue
+        except SlowConsumer:
+            return CLOSE_TRY_AGAIN_LATER
+        except HubClosed:
+            return CLOSE_SERVICE_RESTART
+        if message.get("type") == RESYNC:
+            await _send_snapshot(websocket, resources, sub, user_id)
+        else:
+            await websocket.send_json(message)
+
+
+async def _until_client_leaves(websocket: WebSocket) -> None:
+    # Reading is the only way to learn of a disconnect promptly; what clients send is ignored.
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
+
+
+@router.websocket("/ws")
+async def task_updates(websocket: WebSocket) -> None:
+    """Live task updates for the caller; see the module docstring for the protocol."""
+    resources: Resources = websocket.app.state.resources
+    origin = websocket.headers.get("origin")
+    if not origin_allowed(origin, resources.settings.allowed_origins):
+        log.info("ws_refused", reason="origin", origin=origin[:200] if origin else None)
+        await websocket.close(code=CLOSE_POLICY_VIOLATION)
+        return
+    user_id = await _authenticate(websocket, resources)
+    if user_id is None:
+        await websocket.close(code=CLOSE_POLICY_VIOLATION)
+        return
+
+    structlog.contextvars.bind_contextvars(user_id=str(user_id))
+    code = await _serve(websocket, resources, user_id)
+    if code is not None:
+        # The client may have gone in the meantime; then there is nothing left to close.
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await websocket.close(code=code)
+
+
+async def _serve(websocket: WebSocket, resources: Resources, user_id: uuid.UUID) -> int | None:
+    """Run an authorised socket; the close code to send, or None when the client has gone."""
+    try:
+        # Subscribed before the handshake completes and before the snapshot is read: no change
+        # can fall between the two, and a client that is connected is already listening.
+        async with resources.hub.subscribe(user_id) as sub:
+            await websocket.accept()
+            forward = asyncio.create_task(_forward(websocket, resources, sub, user_id))
+            listen = asyncio.create_task(_until_client_leaves(websocket))
+            try:
+                done, _ = await asyncio.wait({forward, listen}, return_when=FIRST_COMPLETED)
+            finally:
+                for task in (forward, listen):
+                    task.cancel()
+                await asyncio.gather(forward, listen, return_exceptions=True)
+    except HubClosed:
+        # Shutting down before the handshake: still unaccepted, so the client sees a 403.
+        return CLOSE_SERVICE_RESTART
+
+    if forward not in done:
+        error = listen.exception()
+        if error is not None and not isinstance(error, WebSocketDisconnect):
+            log.error("ws_receive_failed", error=repr(error), exc_info=error)
+        return None
+    error = forward.exception()
+    if error is None:
+        code = forward.result()
+        log.info("ws_closed_by_server", code=code)
+        return code
+    if isinstance(error, WebSocketDisconnect):
+        return None  # the client vanished mid-send
+    log.error("ws_failed", error=repr(error), exc_info=error)
+    return CLOSE_INTERNAL_ERROR

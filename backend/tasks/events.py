@@ -1,0 +1,46 @@
+"""Task events on Redis pub/sub: one channel, each message tagged with the owner.
+
+Every API instance holds a single subscription to the channel and routes messages to the
+sockets of the owner only (see ``backend.realtime.hub``).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from backend.tasks.models import Task
+from backend.tasks.schemas import TaskOut
+
+CHANNEL = "atelier:task-events"
+log = structlog.get_logger(__name__)
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    return TaskOut.model_validate(task).model_dump(mode="json")
+
+
+def encode_event(task: Task) -> str:
+    return json.dumps(
+        {"user_id": str(task.user_id), "event": {"type": "task.updated", "task": task_json(task)}}
+    )
+
+
+def decode_event(raw: bytes | str) -> tuple[uuid.UUID, dict[str, Any]]:
+    """(owner, message for the socket); raises ValueError on anything malformed."""
+    data = json.loads(raw)
+    return uuid.UUID(data["user_id"]), dict(data["event"])
+
+
+async def publish(redis: Redis, task: Task) -> None:
+    # The row is already committed and is the truth; a lost event is repaired by the next
+    # snapshot, so a Redis hiccup must not fail the work itself.
+    try:
+        await redis.publish(CHANNEL, encode_event(task))
+    except (RedisError, OSError) as exc:
+        log.warning("task_event_publish_failed", task_id=str(task.id), error=str(exc))

@@ -1,0 +1,75 @@
+"""The saq queue on Redis, and enqueueing strictly after the task row has committed.
+
+Job key = task id: saq refuses a second job with the same key while the first is unfinished,
+so enqueueing twice (a retried request, the sweeper racing a slow commit) runs the task once.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from redis.asyncio import Redis
+from saq import Job
+from saq.job import Status
+from saq.queue.redis import RedisQueue
+
+from backend.tasks.registry import spec_for
+
+QUEUE_NAME = "atelier"
+JOB_FUNCTION = "run_task"
+# Added to a kind's own timeout for saq's backstop: our runner enforces the real one first and
+# records it on the row, saq's only catches a runner that is itself stuck.
+SAQ_TIMEOUT_MARGIN = 10
+# Finished job records are kept briefly for debugging; the row is the lasting record.
+JOB_TTL_SECONDS = 3600
+_PENDING = frozenset({Status.NEW, Status.QUEUED, Status.ACTIVE, Status.ABORTING})
+
+
+class TaskQueue:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        embedded: bool = False,
+        name: str = QUEUE_NAME,
+        queue_grace: float = 30.0,
+    ) -> None:
+        self.saq = RedisQueue(redis, name=name)
+        # How long a queued row may wait for its job to start before the sweeper checks on it.
+        self.queue_grace = queue_grace
+        if embedded:
+            # fakeredis has no INFO, which saq reads once to pick BLMOVE over BRPOPLPUSH.
+            self.saq._version = (7, 4, 0)
+
+    def job_for(self, task_id: uuid.UUID, kind: str) -> Job:
+        spec = spec_for(kind)
+        return Job(
+            function=JOB_FUNCTION,
+            kwargs={"task_id": str(task_id)},
+            key=str(task_id),
+            timeout=int(spec.timeout) + SAQ_TIMEOUT_MARGIN,
+            # Dead-worker recovery is the sweeper's, from the lease on the row: two recovery
+            # paths (saq's heartbeat sweep and ours) could deliver the same task twice.
+            heartbeat=0,
+            retries=spec.max_attempts,
+            retry_delay=spec.retry_delay,
+            retry_backoff=max(spec.retry_delay * 30, 60.0),
+            ttl=JOB_TTL_SECONDS,
+        )
+
+    async def enqueue(self, task_id: uuid.UUID, kind: str) -> bool:
+        """True when a job was queued, False when one for this task is already pending."""
+        return await self.saq.enqueue(self.job_for(task_id, kind)) is not None
+
+    async def has_pending_job(self, task_id: uuid.UUID) -> bool:
+        job = await self.saq.job(str(task_id))
+        return job is not None and job.status in _PENDING
+
+    async def drop_stale_job(self, task_id: uuid.UUID) -> None:
+        """Finish a job whose worker died, so the task's key can be enqueued afresh."""
+        job = await self.saq.job(str(task_id))
+        if job is not None and job.status in _PENDING:
+            await self.saq.finish(job, Status.ABORTED, error="worker lost")
+
+    async def depth(self) -> int:
+        return int(await self.saq.count("queued"))

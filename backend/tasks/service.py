@@ -1,0 +1,122 @@
+"""Task rows: creation with enqueue-after-commit, reads scoped to the owner, cancellation."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.core.db import on_commit, utcnow
+from backend.core.errors import Conflict, NotFound
+from backend.core.pagination import PageParams, make_page, newest_first
+from backend.tasks import events
+from backend.tasks.models import ACTIVE_STATUSES, Task, TaskStatus
+from backend.tasks.queue import TaskQueue
+from backend.tasks.registry import spec_for
+
+log = structlog.get_logger(__name__)
+
+
+class TaskNotFound(NotFound):
+    code = "task.not_found"
+
+
+async def create_task(
+    session: AsyncSession,
+    queue: TaskQueue,
+    redis: Redis,
+    *,
+    user_id: uuid.UUID,
+    kind: str,
+    payload: dict[str, Any] | None = None,
+    image_id: uuid.UUID | None = None,
+    sketch_id: uuid.UUID | None = None,
+    batch_id: uuid.UUID | None = None,
+) -> Task:
+    """Record a task; its job is enqueued only once the caller's transaction commits."""
+    spec = spec_for(kind)
+    task = Task(
+        user_id=user_id,
+        kind=kind,
+        status=TaskStatus.queued,
+        progress=0,
+        payload=payload or {},
+        image_id=image_id,
+        sketch_id=sketch_id,
+        batch_id=batch_id,
+        max_attempts=spec.max_attempts,
+        deadline_at=utcnow() + timedelta(seconds=queue.queue_grace),
+    )
+    session.add(task)
+    await session.flush()
+
+    async def enqueue() -> None:
+        # If Redis is down right now the row stays queued and the sweeper enqueues it later.
+        try:
+            await queue.enqueue(task.id, kind)
+        except Exception as exc:  # noqa: BLE001 - any enqueue failure is repaired by the sweeper
+            log.warning("enqueue_failed", task_id=str(task.id), error=str(exc))
+        await events.publish(redis, task)
+
+    on_commit(session, enqueue)
+    return task
+
+
+async def get_task(session: AsyncSession, *, user_id: uuid.UUID, task_id: uuid.UUID) -> Task:
+    task = await session.get(Task, task_id)
+    # Another user's task answers exactly like a missing one.
+    if task is None or task.user_id != user_id:
+        raise TaskNotFound("No such task.")
+    return task
+
+
+async def list_tasks(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    page: PageParams,
+    status: TaskStatus | None = None,
+) -> tuple[list[Task], str | None]:
+    stmt = select(Task).where(Task.user_id == user_id)
+    if status is not None:
+        stmt = stmt.where(Task.status == status)
+    return make_page(
+        list(await session.scalars(newest_first(stmt, Task.created_at, Task.id, page))), page
+    )
+
+
+async def active_tasks(session: AsyncSession, *, user_id: uuid.UUID) -> list[Task]:
+    stmt = (
+        select(Task)
+        .where(Task.user_id == user_id, Task.status.in_(ACTIVE_STATUSES))
+        .order_by(Task.created_at, Task.id)
+    )
+    return list(await session.scalars(stmt))
+
+
+async def cancel_task(
+    session: AsyncSession, redis: Redis, *, user_id: uuid.UUID, task_id: uuid.UUID
+) -> Task:
+    """A queued task is canceled at once; a running one at its next progress checkpoint."""
+    task = await get_task(session, user_id=user_id, task_id=task_id)
+    # Lock the row so a worker starting it right now cannot slip between read and write.
+    await session.refresh(task, with_for_update=True)
+    if task.status.finished:
+        raise Conflict(f"The task has already {task.status.value}.", code="task.already_finished")
+    task.cancel_requested = True
+    if task.status == TaskStatus.queued:
+        task.status = TaskStatus.canceled
+        task.finished_at = utcnow()
+        task.message = "canceled"
+    await session.flush()
+
+    async def announce() -> None:
+        await events.publish(redis, task)
+
+    on_commit(session, announce)
+    return task

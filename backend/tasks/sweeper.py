@@ -1,0 +1,108 @@
+"""The sweeper: rows are the truth, so it repairs whatever Redis lost.
+
+Periodically (in every worker; a Redis lock lets one of them act per round) it looks at active
+rows past their deadline: a queued row with no pending job (Redis flushed or restarted, enqueue
+failed) is enqueued again; a running row whose lease expired (its worker was killed, or froze)
+is re-queued while it has attempts left and failed for good after that. Running rows renew
+their lease every half heartbeat, so recovery takes about three heartbeats plus one round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import select
+
+from backend.core.db import Callback, commit, on_commit, utcnow
+from backend.core.resources import Resources
+from backend.tasks import events
+from backend.tasks.models import ACTIVE_STATUSES, Task, TaskStatus
+
+log = structlog.get_logger(__name__)
+LOCK_KEY = "atelier:sweeper:lock"
+BATCH = 200
+
+
+@dataclass
+class SweepReport:
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    canceled: list[str] = field(default_factory=list)
+    deferred: int = 0
+
+
+async def sweep_once(resources: Resources) -> SweepReport:
+    report = SweepReport()
+    queue = resources.queue
+    grace = timedelta(seconds=queue.queue_grace)
+    now = utcnow()
+    async with resources.db.sessionmaker() as session:
+        rows = list(
+            await session.scalars(
+                select(Task)
+                .where(Task.status.in_(ACTIVE_STATUSES), Task.deadline_at < now)
+                .order_by(Task.deadline_at)
+                .limit(BATCH)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        changed: list[Task] = []
+        for task in rows:
+            if task.status == TaskStatus.running:
+                # Its lease ran out: the worker died or froze. Whatever saq still holds for it
+                # is stale; finishing that job frees the key for a fresh enqueue.
+                await queue.drop_stale_job(task.id)
+            elif await queue.has_pending_job(task.id):
+                # Queued behind other work: look again later.
+                task.deadline_at = now + grace
+                report.deferred += 1
+                continue
+            changed.append(task)
+            if task.cancel_requested:
+                task.status, task.finished_at, task.message = TaskStatus.canceled, now, "canceled"
+                task.deadline_at = None
+                report.canceled.append(str(task.id))
+            elif task.status == TaskStatus.running and task.attempts >= task.max_attempts:
+                task.status, task.finished_at, task.deadline_at = TaskStatus.failed, now, None
+                task.error = "The worker running this task stopped and no attempts are left."
+                task.error_code, task.message = "task.lost", "failed"
+                report.failed.append(str(task.id))
+            else:
+                if task.status == TaskStatus.running:
+                    task.message = "recovered after its worker stopped"
+                task.status = TaskStatus.queued
+                task.deadline_at = now + grace
+                report.requeued.append(str(task.id))
+                on_commit(session, _enqueuer(resources, task))
+        await commit(session)
+    for task in changed:
+        await events.publish(resources.redis, task)
+    if report.requeued or report.failed or report.canceled:
+        log.info("sweep", requeued=report.requeued, failed=report.failed, canceled=report.canceled)
+    return report
+
+
+def _enqueuer(resources: Resources, task: Task) -> Callback:
+    task_id, kind = task.id, task.kind
+
+    async def enqueue() -> None:
+        await resources.queue.enqueue(task_id, kind)
+
+    return enqueue
+
+
+async def run_forever(resources: Resources) -> None:
+    interval = resources.settings.sweep_interval_seconds
+    while True:
+        try:
+            # One sweeper per round across all workers; the lock expires with the interval.
+            if await resources.redis.set(LOCK_KEY, b"1", nx=True, px=int(interval * 900)):
+                await sweep_once(resources)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - Redis or the database may be down; try next round
+            log.exception("sweep_failed")
+        await asyncio.sleep(interval)

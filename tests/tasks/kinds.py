@@ -1,0 +1,50 @@
+"""Task kinds used only by the tests, registered through the public ``@task`` decorator.
+
+Worker processes started by the tests import this module via ``ATELIER_TASK_MODULES``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from backend.tasks.registry import TaskContext, TaskError, task
+
+
+@task("test.steps", timeout=60, max_attempts=3, retry_delay=0.2, heartbeat=2)
+async def steps(ctx: TaskContext) -> dict[str, Any]:
+    count = int(ctx.payload.get("steps", 5))
+    delay = float(ctx.payload.get("delay", 0.02))
+    for i in range(count):
+        await asyncio.sleep(delay)
+        await ctx.progress(int((i + 1) * 100 / count), f"step {i + 1} of {count}")
+    return {"steps": count, "attempt": ctx.attempt}
+
+
+@task("test.flaky", timeout=10, max_attempts=3, retry_delay=0.1, heartbeat=2)
+async def flaky(ctx: TaskContext) -> dict[str, Any]:
+    await ctx.progress(10, "trying")
+    if ctx.attempt < int(ctx.payload["succeed_on"]):
+        raise RuntimeError(f"flaky failure on attempt {ctx.attempt}")
+    return {"attempt": ctx.attempt}
+
+
+@task("test.broken", timeout=10, max_attempts=2, retry_delay=0.1, heartbeat=2)
+async def broken(ctx: TaskContext) -> None:
+    await ctx.progress(5)
+    raise ValueError("broken on purpose")
+
+
+@task("test.invalid", timeout=10, max_attempts=3, retry_delay=0.1, heartbeat=2)
+async def invalid(_ctx: TaskContext) -> None:
+    raise TaskError("the input cannot be processed", code="test.bad_input", retry=False)
+
+
+@task("test.slow", timeout=0.5, max_attempts=1, heartbeat=2)
+async def slow(_ctx: TaskContext) -> None:
+    await asyncio.sleep(30)
+
+
+@task("test.noop", timeout=10, max_attempts=2, heartbeat=5)
+async def noop(_ctx: TaskContext) -> dict[str, Any]:
+    return {"ok": True}
