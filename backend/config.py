@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     login_max_failures_per_ip: int = Field(default=30, ge=1)
     login_failure_window_seconds: int = Field(default=900, ge=1)
 
+    # Uploads. MAX_IMAGE_PIXELS is imgproxy's default: 50 MP.
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=50_000_000, ge=1)
+    upload_url_ttl_seconds: int = Field(default=900, ge=10, le=7 * 24 * 3600)
+    download_url_ttl_seconds: int = Field(default=300, ge=10, le=7 * 24 * 3600)
+    # Where the app is reached from browsers; the local storage backend signs URLs under it.
+    public_base_url: str = "http://127.0.0.1:8000"
+
     # Task engine. Workers import these modules to learn the task kinds; tests add their own.
     task_modules: Annotated[list[str], NoDecode] = []
     worker_concurrency: int = Field(default=4, ge=1, le=64)
@@ -81,6 +89,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
         return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
 
     @field_validator("task_modules", mode="before")
     @classmethod

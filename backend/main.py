@@ -18,8 +18,10 @@ from backend.core.errors import PROBLEM_JSON, Problem, install_error_handlers
 from backend.core.logging import configure_logging
 from backend.core.middleware import RequestContextMiddleware
 from backend.core.resources import Resources
+from backend.images.router import router as images_router
 from backend.ops.router import router as ops_router
 from backend.realtime.router import router as realtime_router
+from backend.storage.router import router as storage_router
 from backend.tasks.router import router as tasks_router
 from backend.tasks.worker import build_worker, load_task_modules
 
@@ -82,6 +84,8 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
     app.include_router(auth_router)
     app.include_router(admin_router)
     app.include_router(tasks_router)
+    app.include_router(images_router)
+    app.include_router(storage_router)
     app.include_router(realtime_router)
 
     @app.get("/", include_in_schema=False)

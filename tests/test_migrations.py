@@ -19,7 +19,17 @@ from backend.core.migrations import ROOT, downgrade, upgrade
 from backend.models import Base
 from tests.servers import Server
 
-TABLES = {"users", "auth_sessions", "refresh_tokens", "api_keys", "tasks", "idempotency_keys"}
+TABLES = {
+    "users",
+    "auth_sessions",
+    "refresh_tokens",
+    "api_keys",
+    "tasks",
+    "idempotency_keys",
+    "images",
+    "image_blobs",
+    "uploads",
+}
 
 
 async def _tables_and_drift(url: str) -> tuple[set[str], list[object]]:

@@ -14,6 +14,9 @@ from backend.core.migrations import ROOT
 API_MD = ROOT.parent / "shared" / "API.md"
 # Grows as features land; every contract line under these prefixes must exist.
 IMPLEMENTED = (
+    "/api/upload",
+    "/api/images",
+    "/api/stats",
     "/api/tasks",
     "/ws",
     "/api/auth",
@@ -67,6 +70,7 @@ def test_contract_endpoints_are_served(app: FastAPI) -> None:
     assert ("PATCH", "/api/admin/users/{}") in expected
     assert ("POST", "/api/tasks/{}/cancel") in expected
     assert ("GET", "/ws") in expected
+    assert ("GET", "/api/images/{}/thumbnails/{}") in expected
     missing = expected - served_endpoints(app)
     assert not missing, f"in API.md but not in /openapi.json: {sorted(missing)}"
 

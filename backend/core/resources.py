@@ -51,7 +51,11 @@ class Resources:
 
     @cached_property
     def storage(self) -> Storage:
-        return open_storage(self.settings.storage_url)
+        return open_storage(
+            self.settings.storage_url,
+            secret=self.settings.secret,
+            public_base_url=self.settings.public_base_url,
+        )
 
     @cached_property
     def queue(self) -> TaskQueue:

@@ -6,12 +6,11 @@ workers exposing ports of their own (Cloud Run worker services have none to scra
 
 from __future__ import annotations
 
-from typing import Any
-
 import structlog
 from prometheus_client import Gauge
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import func, select
 
+from backend.core.db import seconds_between
 from backend.core.resources import Resources
 from backend.tasks.models import Task
 
@@ -37,13 +36,7 @@ async def refresh(resources: Resources) -> None:
                     select(Task.kind, Task.status, func.count()).group_by(Task.kind, Task.status)
                 )
             ).all()
-            seconds: ColumnElement[Any]
-            if session.get_bind().dialect.name == "sqlite":
-                seconds = (
-                    func.julianday(Task.finished_at) - func.julianday(Task.started_at)
-                ) * 86400.0
-            else:
-                seconds = func.extract("epoch", Task.finished_at - Task.started_at)
+            seconds = seconds_between(session, Task.started_at, Task.finished_at)
             durations = (
                 await session.execute(
                     select(Task.kind, Task.status, func.sum(seconds), func.count())

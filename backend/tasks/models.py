@@ -45,7 +45,7 @@ class Task(IdMixin, TimestampMixin, Base):
     progress: Mapped[int] = mapped_column(default=0)
     message: Mapped[str | None] = mapped_column(String(200))
     # Links to the resource a task works on; the owning features add their foreign keys.
-    image_id: Mapped[uuid.UUID | None]
+    image_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"))
     sketch_id: Mapped[uuid.UUID | None]
     batch_id: Mapped[uuid.UUID | None]
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

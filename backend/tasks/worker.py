@@ -40,8 +40,12 @@ class RetryLater(Exception):
     """Raised to saq so it re-queues the job with backoff; the row already says queued."""
 
 
+# The features' task kinds; every API and worker process registers them.
+BUILTIN_TASK_MODULES = ("backend.images.tasks",)
+
+
 def load_task_modules(modules: list[str]) -> None:
-    for module in modules:
+    for module in (*BUILTIN_TASK_MODULES, *modules):
         importlib.import_module(module)
 
 

@@ -1,0 +1,255 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.responses import RedirectResponse
+from starlette.datastructures import UploadFile
+
+from backend.auth.deps import CurrentUser
+from backend.auth.models import Role
+from backend.core.db import SessionDep
+from backend.core.errors import AppError, Forbidden, problem_responses
+from backend.core.pagination import Page, PageDep
+from backend.core.resources import ResourcesDep
+from backend.images import service
+from backend.images.models import ImageStatus
+from backend.images.schemas import ConfirmIn, ImageOut, PresignIn, PresignOut, Stats
+from backend.storage.base import ObjectNotFound
+
+router = APIRouter(tags=["images"], responses=problem_responses(401))
+# Multipart framing around the file: boundaries, part headers, a few small fields.
+MULTIPART_OVERHEAD = 16 * 1024
+
+
+def deps(resources: ResourcesDep) -> service.Deps:
+    return service.Deps(
+        storage=resources.storage,
+        queue=resources.queue,
+        redis=resources.redis,
+        settings=resources.settings,
+    )
+
+
+IngestDeps = Annotated[service.Deps, Depends(deps)]
+
+
+@router.post(
+    "/api/upload/presigned-url",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PresignOut,
+    responses=problem_responses(403, 422),
+)
+async def presigned_url(
+    body: PresignIn, user: CurrentUser, session: SessionDep, ingest: IngestDeps
+) -> PresignOut:
+    """Step 1 of the browser flow: a form to POST the file straight to object storage."""
+    upload, presigned = await service.create_upload(
+        session,
+        ingest,
+        user=user,
+        filename=body.filename,
+        content_type=body.content_type,
+        size_bytes=body.size_bytes,
+    )
+    return PresignOut(
+        upload_id=upload.id,
+        url=presigned.url,
+        fields=presigned.fields,
+        expires_at=presigned.expires_at,
+        max_bytes=upload.max_bytes,
+    )
+
+
+@router.post(
+    "/api/upload/confirm",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ImageOut,
+    responses=problem_responses(403, 404, 409, 422),
+)
+async def confirm(
+    body: ConfirmIn, user: CurrentUser, session: SessionDep, ingest: IngestDeps
+) -> ImageOut:
+    """Step 3: the server reads the object back and validates it. An invalid file is deleted and
+    recorded as a failed image; the 422 names it in ``image_id``."""
+    image = await service.confirm_upload(session, ingest, user=user, upload_id=body.upload_id)
+    return await service.image_out(session, image)
+
+
+@router.post(
+    "/api/images",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ImageOut,
+    responses=problem_responses(403, 411, 413, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                }
+            },
+        }
+    },
+)
+async def upload_direct(
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    ingest: IngestDeps,
+    content_length: Annotated[int | None, Header()] = None,
+) -> ImageOut:
+    """Direct upload for server clients and small files: multipart ``file``."""
+    limit = ingest.settings.max_upload_bytes
+    # The server enforces Content-Length on the body, so checking it bounds what is read;
+    # nothing is parsed (or spooled to disk) for a request that is too large.
+    if content_length is None:
+        raise AppError("Send a Content-Length header.", code="upload.length_required", status=411)
+    if content_length > limit + MULTIPART_OVERHEAD:
+        raise AppError(
+            f"The file is larger than the limit of {limit} bytes.",
+            code="upload.too_large",
+            status=413,
+        )
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise AppError(
+            "Send the file as multipart/form-data.", code="upload.not_multipart", status=415
+        )
+    form = await request.form(max_files=1, max_fields=4)
+    try:
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            raise AppError(
+                "The form has no file part named 'file'.", code="upload.missing_file", status=422
+            )
+        data = await file.read(limit + 1)
+        if len(data) > limit:
+            raise AppError(
+                f"The file is larger than the limit of {limit} bytes.",
+                code="upload.too_large",
+                status=413,
+            )
+        declared = (file.content_type or "").split(";")[0].strip().lower()
+        name = service.validate_declared(file.filename or "", declared, len(data), max_bytes=limit)
+        image = await service.ingest(
+            session, ingest, user=user, data=data, filename=name, content_type=declared
+        )
+    finally:
+        await form.close()
+    return await service.image_out(session, image)
+
+
+@router.get("/api/images", response_model=Page[ImageOut], responses=problem_responses(422))
+async def list_images(
+    user: CurrentUser,
+    session: SessionDep,
+    page: PageDep,
+    status_filter: Annotated[ImageStatus | None, Query(alias="status")] = None,
+) -> Page[ImageOut]:
+    items, cursor = await service.list_images(
+        session, user_id=user.id, page=page, status=status_filter
+    )
+    return Page(items=items, next_cursor=cursor)
+
+
+@router.get(
+    "/api/images/{image_id}", response_model=ImageOut, responses=problem_responses(404, 422)
+)
+async def get_image(image_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> ImageOut:
+    image = await service.get_image(session, user_id=user.id, image_id=image_id)
+    return await service.image_out(session, image)
+
+
+@router.get(
+    "/api/images/{image_id}/thumbnails/{size}",
+    status_code=status.HTTP_307_TEMPORARY_REDIRECT,
+    response_class=Response,
+    responses={
+        **problem_responses(404, 422),
+        200: {"description": "The thumbnail bytes (local storage)", "content": {"image/jpeg": {}}},
+        304: {"description": "Not modified"},
+    },
+)
+async def thumbnail(
+    image_id: uuid.UUID,
+    size: Literal["small", "medium"],
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    resources: ResourcesDep,
+) -> Response:
+    image = await service.get_image(session, user_id=user.id, image_id=image_id)
+    blob = await service.blob_of(session, image)
+    key = (blob.thumbnails or {}).get(size) if blob else None
+    if blob is None or key is None:
+        raise AppError(
+            "The thumbnail is not ready yet.", code="image.thumbnail_not_ready", status=404
+        )
+    storage = resources.storage
+    if storage.kind != "local":
+        url = await storage.presign_get(
+            key, expires_in=resources.settings.download_url_ttl_seconds, content_type="image/jpeg"
+        )
+        return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+    # Local storage: the bytes from here, cacheable, since they never change for this image.
+    etag = f'"{blob.sha256[:32]}-{size}"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=86400"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    try:
+        data = await storage.get(key)
+    except ObjectNotFound:
+        raise AppError(
+            "The thumbnail is missing.", code="image.thumbnail_not_ready", status=404
+        ) from None
+    return Response(data, media_type="image/jpeg", headers=headers)
+
+
+@router.get(
+    "/api/images/{image_id}/download",
+    status_code=status.HTTP_307_TEMPORARY_REDIRECT,
+    response_class=RedirectResponse,
+    responses=problem_responses(404, 422),
+)
+async def download(
+    image_id: uuid.UUID, user: CurrentUser, session: SessionDep, resources: ResourcesDep
+) -> RedirectResponse:
+    image = await service.get_image(session, user_id=user.id, image_id=image_id)
+    blob = await service.blob_of(session, image)
+    if blob is None:
+        raise AppError("A failed upload has no file to download.", code="image.no_file", status=404)
+    url = await resources.storage.presign_get(
+        blob.storage_key,
+        expires_in=resources.settings.download_url_ttl_seconds,
+        filename=image.original_name,
+        content_type=blob.content_type,
+    )
+    return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+
+
+@router.delete(
+    "/api/images/{image_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(403, 404, 422),
+)
+async def delete_image(
+    image_id: uuid.UUID, user: CurrentUser, session: SessionDep, resources: ResourcesDep
+) -> None:
+    await service.delete_image(session, resources.storage, user_id=user.id, image_id=image_id)
+
+
+@router.get("/api/stats", response_model=Stats, responses=problem_responses(403, 422))
+async def stats(
+    user: CurrentUser,
+    session: SessionDep,
+    scope: Annotated[Literal["own", "all"], Query(description="`all` is for admins")] = "own",
+) -> Stats:
+    if scope == "all" and user.role != Role.admin:
+        raise Forbidden("Only administrators can see everyone's stats.", code="auth.admin_required")
+    return await service.stats(session, user_id=None if scope == "all" else user.id)

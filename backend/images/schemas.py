@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from backend.images.models import ImageStatus
+
+
+class PresignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field(min_length=1, max_length=1000)
+    content_type: str = Field(min_length=1, max_length=100)
+    size_bytes: int = Field(ge=0, description="The file's exact size in bytes")
+
+
+class PresignOut(BaseModel):
+    upload_id: uuid.UUID
+    method: Literal["POST"] = "POST"
+    url: str
+    fields: dict[str, str]
+    expires_at: datetime
+    max_bytes: int
+
+
+class ConfirmIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    upload_id: uuid.UUID
+
+
+class Gps(BaseModel):
+    lat: float
+    lon: float
+
+
+class Exif(BaseModel):
+    camera_make: str | None = None
+    camera_model: str | None = None
+    datetime_original: str | None = None
+    lens_model: str | None = None
+    iso: int | None = None
+    focal_length: float | None = None
+    exposure_time: str | None = None
+    gps: Gps | None = None
+    raw: dict[str, Any] = Field(default_factory=dict)
+
+
+class Thumbnails(BaseModel):
+    small: str
+    medium: str
+
+
+class ImageOut(BaseModel):
+    id: uuid.UUID
+    original_name: str
+    status: ImageStatus
+    error: str | None
+    error_code: str | None
+    sha256: str | None
+    width: int | None
+    height: int | None
+    format: str | None
+    size_bytes: int | None
+    exif: Exif | None
+    caption: str | None
+    caption_model: str | None
+    thumbnails: Thumbnails | None
+    source: str
+    parent_id: uuid.UUID | None
+    created_at: datetime
+    processed_at: datetime | None
+
+
+class Stats(BaseModel):
+    total: int
+    failed: int
+    success_rate: float = Field(description="ready / (ready + failed), 0 when nothing finished")
+    average_processing_time_seconds: float | None
+    by_status: dict[str, int]

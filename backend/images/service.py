@@ -1,0 +1,384 @@
+"""Uploads, validation on ingest, per-user dedup by SHA-256, image reads, deletion, stats."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import PurePosixPath
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.auth.models import User
+from backend.config import Settings
+from backend.core.db import commit, on_commit, seconds_between, utcnow
+from backend.core.errors import AppError, Conflict, NotFound
+from backend.core.pagination import PageParams, make_page, newest_first
+from backend.core.pixels import run_pixels
+from backend.images.metadata import Metadata, extract
+from backend.images.models import Blob, Image, ImageStatus, Upload
+from backend.images.schemas import Exif, ImageOut, Stats, Thumbnails
+from backend.images.validation import ValidationFailure, check_declared, inspect
+from backend.storage.base import ObjectNotFound, ObjectTooLarge, PresignedPost, Storage
+from backend.tasks import service as tasks
+from backend.tasks.queue import TaskQueue
+
+log = structlog.get_logger(__name__)
+THUMBNAIL_KIND = "thumbnails"
+
+
+class ImageNotFound(NotFound):
+    code = "image.not_found"
+
+
+class UploadNotFound(NotFound):
+    code = "upload.not_found"
+
+
+class UploadRejected(AppError):
+    """Validation failed: 422 with the validation's own code (and the failed record's id)."""
+
+    status = 422
+
+
+def _rejected(failure: ValidationFailure, image_id: uuid.UUID | None = None) -> UploadRejected:
+    extra: dict[str, Any] = {"image_id": str(image_id)} if image_id else {}
+    return UploadRejected(failure.message, code=failure.code, **extra)
+
+
+def validate_declared(filename: str, content_type: str, size_bytes: int, *, max_bytes: int) -> str:
+    """The checks on what the client says before any byte is accepted: the safe file name."""
+    try:
+        return check_declared(filename, content_type, size_bytes, max_bytes=max_bytes)
+    except ValidationFailure as failure:
+        raise _rejected(failure) from None
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What ingesting needs besides the session; one bundle keeps the signatures readable."""
+
+    storage: Storage
+    queue: TaskQueue
+    redis: Redis
+    settings: Settings
+
+
+async def create_upload(
+    session: AsyncSession,
+    deps: Deps,
+    *,
+    user: User,
+    filename: str,
+    content_type: str,
+    size_bytes: int,
+) -> tuple[Upload, PresignedPost]:
+    settings = deps.settings
+    safe_name = validate_declared(
+        filename, content_type, size_bytes, max_bytes=settings.max_upload_bytes
+    )
+    upload = Upload(
+        id=uuid.uuid4(),
+        user_id=user.id,
+        filename=safe_name,
+        content_type=content_type,
+        max_bytes=size_bytes,
+        expires_at=utcnow() + timedelta(seconds=settings.upload_url_ttl_seconds),
+        storage_key="",
+    )
+    # The key is ours, never derived from the client's file name.
+    upload.storage_key = f"uploads/{user.id}/{upload.id}{PurePosixPath(safe_name).suffix.lower()}"
+    session.add(upload)
+    await session.flush()
+    # Pinned to the declared size: the browser knows the exact size of the file it sends.
+    presigned = await deps.storage.presign_post(
+        upload.storage_key,
+        content_type=content_type,
+        max_bytes=size_bytes,
+        expires_in=settings.upload_url_ttl_seconds,
+    )
+    return upload, presigned
+
+
+async def confirm_upload(
+    session: AsyncSession, deps: Deps, *, user: User, upload_id: uuid.UUID
+) -> Image:
+    upload = await session.get(Upload, upload_id, with_for_update=True)
+    if upload is None or upload.user_id != user.id:
+        raise UploadNotFound("No such upload.")
+    if upload.confirmed_at is not None:
+        raise Conflict("This upload was already confirmed.", code="upload.already_confirmed")
+    try:
+        data: bytes | None = await deps.storage.get(
+            upload.storage_key, max_bytes=deps.settings.max_upload_bytes
+        )
+    except ObjectNotFound:
+        raise Conflict(
+            "Nothing was uploaded for this upload id yet.", code="upload.not_received"
+        ) from None
+    except ObjectTooLarge:
+        data = None  # outside the policy's range; only a misbehaving storage lets this through
+    upload.confirmed_at = utcnow()
+
+    def link(image_id: uuid.UUID) -> None:
+        upload.image_id = image_id
+
+    if data is None:
+        failure = ValidationFailure("upload.too_large", "The file is larger than allowed.")
+        image = await _record_failure(
+            session,
+            deps,
+            user=user,
+            name=upload.filename,
+            failure=failure,
+            size=None,
+            key=upload.storage_key,
+        )
+        link(image.id)
+        await commit(session)
+        raise _rejected(failure, image.id)
+    image = await ingest(
+        session,
+        deps,
+        user=user,
+        data=data,
+        filename=upload.filename,
+        content_type=upload.content_type,
+        stored_key=upload.storage_key,
+        on_failure=link,
+    )
+    link(image.id)
+    return image
+
+
+async def _record_failure(
+    session: AsyncSession,
+    deps: Deps,
+    *,
+    user: User,
+    name: str,
+    failure: ValidationFailure,
+    size: int | None,
+    key: str | None,
+) -> Image:
+    image = Image(
+        user_id=user.id,
+        original_name=name,
+        status=ImageStatus.failed,
+        error=failure.message,
+        error_code=failure.code,
+        size_bytes=size,
+        processed_at=utcnow(),
+    )
+    session.add(image)
+    await session.flush()
+    if key is not None:
+        # An invalid object never stays in storage, whoever might later guess its key.
+        await deps.storage.delete(key)
+    log.info("upload_rejected", code=failure.code, image_id=str(image.id))
+    return image
+
+
+async def ingest(
+    session: AsyncSession,
+    deps: Deps,
+    *,
+    user: User,
+    data: bytes,
+    filename: str,
+    content_type: str,
+    stored_key: str | None = None,
+    source: str = "upload",
+    parent_id: uuid.UUID | None = None,
+    on_failure: Callable[[uuid.UUID], None] | None = None,
+) -> Image:
+    """Validate bytes, share storage with an identical earlier upload, record the image and
+    start its thumbnails. ``stored_key`` is where the bytes already are (presigned flow)."""
+    settings = deps.settings
+    try:
+        await run_pixels(
+            inspect,
+            data,
+            declared_type=content_type,
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+        )
+        meta: Metadata = await run_pixels(extract, data)
+    except ValidationFailure as failure:
+        image = await _record_failure(
+            session, deps, user=user, name=filename, failure=failure, size=len(data), key=stored_key
+        )
+        if on_failure is not None:
+            on_failure(image.id)
+        # The failed record is committed although the answer is an error: it counts in stats.
+        await commit(session)
+        raise _rejected(failure, image.id) from None
+
+    blob = await session.scalar(
+        select(Blob).where(Blob.user_id == user.id, Blob.sha256 == meta.sha256).with_for_update()
+    )
+    if blob is None:
+        key = stored_key or f"originals/{user.id}/{meta.sha256}.{meta.format}"
+        if stored_key is None:
+            await deps.storage.put(key, data, content_type=content_type)
+        blob = Blob(
+            user_id=user.id,
+            sha256=meta.sha256,
+            storage_key=key,
+            content_type=content_type,
+            format=meta.format,
+            size_bytes=meta.size_bytes,
+            width=meta.width,
+            height=meta.height,
+            exif=meta.exif,
+        )
+        session.add(blob)
+        await session.flush()
+    elif stored_key is not None and stored_key != blob.storage_key:
+        # Same bytes as an earlier upload: keep one copy.
+        await deps.storage.delete(stored_key)
+
+    ready = bool(blob.thumbnails)
+    now = utcnow()
+    image = Image(
+        user_id=user.id,
+        blob_id=blob.id,
+        original_name=filename,
+        status=ImageStatus.ready if ready else ImageStatus.processing,
+        size_bytes=blob.size_bytes,
+        source=source,
+        parent_id=parent_id,
+        processed_at=now if ready else None,
+    )
+    session.add(image)
+    await session.flush()
+    if not ready:
+        await tasks.create_task(
+            session,
+            deps.queue,
+            deps.redis,
+            user_id=user.id,
+            kind=THUMBNAIL_KIND,
+            payload={"blob_id": str(blob.id)},
+            image_id=image.id,
+        )
+    return image
+
+
+async def get_image(session: AsyncSession, *, user_id: uuid.UUID, image_id: uuid.UUID) -> Image:
+    image = await session.get(Image, image_id)
+    # Another user's image answers exactly like a missing one.
+    if image is None or image.user_id != user_id:
+        raise ImageNotFound("No such image.")
+    return image
+
+
+async def blob_of(session: AsyncSession, image: Image) -> Blob | None:
+    return await session.get(Blob, image.blob_id) if image.blob_id else None
+
+
+def to_out(image: Image, blob: Blob | None) -> ImageOut:
+    thumbnails = None
+    if blob is not None and blob.thumbnails:
+        base = f"/api/images/{image.id}/thumbnails"
+        thumbnails = Thumbnails(small=f"{base}/small", medium=f"{base}/medium")
+    return ImageOut(
+        id=image.id,
+        original_name=image.original_name,
+        status=image.status,
+        error=image.error,
+        error_code=image.error_code,
+        sha256=blob.sha256 if blob else None,
+        width=blob.width if blob else None,
+        height=blob.height if blob else None,
+        format=blob.format if blob else None,
+        size_bytes=blob.size_bytes if blob else image.size_bytes,
+        exif=Exif.model_validate(blob.exif) if blob and blob.exif else None,
+        caption=image.caption,
+        caption_model=image.caption_model,
+        thumbnails=thumbnails,
+        source=image.source,
+        parent_id=image.parent_id,
+        created_at=image.created_at,
+        processed_at=image.processed_at,
+    )
+
+
+async def image_out(session: AsyncSession, image: Image) -> ImageOut:
+    return to_out(image, await blob_of(session, image))
+
+
+async def list_images(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    page: PageParams,
+    status: ImageStatus | None = None,
+) -> tuple[list[ImageOut], str | None]:
+    stmt = select(Image).where(Image.user_id == user_id)
+    if status is not None:
+        stmt = stmt.where(Image.status == status)
+    rows, cursor = make_page(
+        list(await session.scalars(newest_first(stmt, Image.created_at, Image.id, page))), page
+    )
+    blob_ids = {row.blob_id for row in rows if row.blob_id}
+    blobs = (
+        {blob.id: blob for blob in await session.scalars(select(Blob).where(Blob.id.in_(blob_ids)))}
+        if blob_ids
+        else {}
+    )
+    return [to_out(row, blobs.get(row.blob_id) if row.blob_id else None) for row in rows], cursor
+
+
+async def delete_image(
+    session: AsyncSession, storage: Storage, *, user_id: uuid.UUID, image_id: uuid.UUID
+) -> None:
+    image = await get_image(session, user_id=user_id, image_id=image_id)
+    blob = await blob_of(session, image)
+    await session.delete(image)
+    await session.flush()
+    if blob is None:
+        return
+    others = await session.scalar(
+        select(func.count()).select_from(Image).where(Image.blob_id == blob.id)
+    )
+    if others:
+        return
+    keys = [blob.storage_key, *(blob.thumbnails or {}).values()]
+    await session.delete(blob)
+    await session.flush()
+
+    async def remove_bytes() -> None:
+        # After commit: a rolled-back delete must not have lost the bytes.
+        await storage.delete_many(keys)
+
+    on_commit(session, remove_bytes)
+
+
+async def stats(session: AsyncSession, *, user_id: uuid.UUID | None) -> Stats:
+    scope = select(Image.status, func.count()).group_by(Image.status)
+    if user_id is not None:
+        scope = scope.where(Image.user_id == user_id)
+    by_status = {status.value: 0 for status in ImageStatus}
+    for status, count in (await session.execute(scope)).all():
+        by_status[status.value] = count
+    total = sum(by_status.values())
+    finished = by_status["ready"] + by_status["failed"]
+    average = select(
+        func.avg(seconds_between(session, Image.created_at, Image.processed_at))
+    ).where(Image.status == ImageStatus.ready, Image.processed_at.is_not(None))
+    if user_id is not None:
+        average = average.where(Image.user_id == user_id)
+    mean = await session.scalar(average)
+    return Stats(
+        total=total,
+        failed=by_status["failed"],
+        success_rate=round(by_status["ready"] / finished, 4) if finished else 0.0,
+        average_processing_time_seconds=round(float(mean), 3) if mean is not None else None,
+        by_status=by_status,
+    )

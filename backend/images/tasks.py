@@ -1,0 +1,98 @@
+"""The ``thumbnails`` task: small and medium JPEGs of a stored original.
+
+Idempotent: the keys derive from the owner and the SHA-256, so a rerun after a crash overwrites
+the same objects, and images only ever move from processing to ready (or failed).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import update
+
+from backend.core.db import commit, utcnow
+from backend.core.pixels import run_pixels
+from backend.core.resources import Resources
+from backend.images.models import Blob, Image, ImageStatus
+from backend.images.thumbnails import SIZES, render_thumbnails
+from backend.storage.base import ObjectNotFound
+from backend.tasks.registry import TaskContext, TaskError, task
+
+MAX_ATTEMPTS = 3
+# Thumbnails of a given original never change, so caches may keep them for long.
+THUMBNAIL_CACHE = "private, max-age=31536000, immutable"
+
+
+def thumbnail_key(blob: Blob, size: str) -> str:
+    return f"thumbnails/{blob.user_id}/{blob.sha256}/{size}.jpg"
+
+
+async def _settle_images(
+    resources: Resources, blob_id: uuid.UUID, status: ImageStatus, *, error: TaskError | None = None
+) -> list[str]:
+    async with resources.db.sessionmaker() as session:
+        changed = await session.execute(
+            update(Image)
+            .where(Image.blob_id == blob_id, Image.status == ImageStatus.processing)
+            .values(
+                status=status,
+                processed_at=utcnow(),
+                error=str(error) if error else None,
+                error_code=error.code if error else None,
+            )
+            .returning(Image.id)
+        )
+        ids = [str(row[0]) for row in changed.all()]
+        await commit(session)
+    return ids
+
+
+async def _render_and_store(ctx: TaskContext, blob: Blob) -> dict[str, str]:
+    storage = ctx.resources.storage
+    await ctx.progress(10, "reading the original")
+    try:
+        original = await storage.get(blob.storage_key)
+    except ObjectNotFound:
+        raise TaskError(
+            "The original is missing from storage.", code="thumbnails.original_missing", retry=False
+        ) from None
+    await ctx.progress(30, "rendering")
+    try:
+        rendered = await run_pixels(render_thumbnails, original, SIZES)
+    except ValueError as exc:
+        raise TaskError(str(exc), code="thumbnails.undecodable", retry=False) from None
+    await ctx.progress(70, "storing")
+    keys: dict[str, str] = {}
+    for size, data in rendered.items():
+        keys[size] = thumbnail_key(blob, size)
+        await storage.put(
+            keys[size], data, content_type="image/jpeg", cache_control=THUMBNAIL_CACHE
+        )
+    return keys
+
+
+@task("thumbnails", timeout=120, max_attempts=MAX_ATTEMPTS, retry_delay=2.0)
+async def make_thumbnails(ctx: TaskContext) -> dict[str, Any]:
+    resources = ctx.resources
+    blob_id = uuid.UUID(str(ctx.payload["blob_id"]))
+    async with resources.db.sessionmaker() as session:
+        blob = await session.get(Blob, blob_id)
+    if blob is None:
+        return {"thumbnails": [], "images": [], "skipped": "the image was deleted"}
+    try:
+        keys = await _render_and_store(ctx, blob)
+    except TaskError as exc:
+        await _settle_images(resources, blob_id, ImageStatus.failed, error=exc)
+        raise
+    except Exception as exc:
+        if ctx.attempt >= MAX_ATTEMPTS:
+            # The last attempt: the images must not stay "processing" forever.
+            failure = TaskError(f"Thumbnails could not be made: {exc}", code="thumbnails.failed")
+            await _settle_images(resources, blob_id, ImageStatus.failed, error=failure)
+        raise
+    async with resources.db.sessionmaker() as session:
+        await session.execute(update(Blob).where(Blob.id == blob_id).values(thumbnails=keys))
+        await commit(session)
+    images = await _settle_images(resources, blob_id, ImageStatus.ready)
+    return {"thumbnails": sorted(keys), "images": images}
