@@ -1,0 +1,184 @@
+"""WebSocket clients for the event-latency benchmark, run as a process of their own.
+
+``python -m tests.bench.ws_clients --url ws://127.0.0.1:PORT/ws --sockets N --events M ...``
+opens N sockets for one user (the ``Cookie`` header comes from ``BENCH_COOKIE``), waits for
+every snapshot, writes ``READY`` on stdout, then records the receipt time of each progress event
+of the ``bench.progress`` task on every socket. Once every socket has an event, it pushes to
+the ack key, which lets the worker send the next one; after the last event it writes ``DONE``,
+then closes the sockets. The latencies (receipt minus the send time carried in the message, in
+microseconds, warm-up events left out) go to ``--out`` as JSON.
+
+Kept out of the API's process so that parsing a thousand frames per event is not charged to the
+server's event loop, just as browsers do not share the API's CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.bench.kinds import parse_progress_message
+
+OPEN_TIMEOUT = 30.0
+# Without a new complete event for this long, the run has stalled: give up and report.
+STALL_TIMEOUT = 30.0
+
+
+def raise_open_file_limit() -> int:
+    """Lift the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+@dataclass
+class Run:
+    sockets: int
+    events: int
+    warmup: int
+    redis: Redis
+    ack_key: str
+    latencies_us: list[int] = field(default_factory=list)
+    counts: dict[int, int] = field(default_factory=dict)
+    complete: int = 0
+    progressed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def received(self, index: int, sent_ns: int, received_ns: int) -> None:
+        if index >= self.warmup:
+            self.latencies_us.append((received_ns - sent_ns) // 1000)
+        count = self.counts.get(index, 0) + 1
+        self.counts[index] = count
+        if count == self.sockets:
+            del self.counts[index]
+            self.complete += 1
+            self.progressed.set()
+            await self.redis.rpush(self.ack_key, b"1")
+
+
+async def open_socket(url: str, cookie: str) -> ClientConnection:
+    ws = await connect(
+        url,
+        additional_headers={"Cookie": cookie},
+        open_timeout=OPEN_TIMEOUT,
+        close_timeout=2,
+        # Keep-alive pings are noise here; the run is short. Compression stays as browsers have
+        # it: permessage-deflate is offered, and the server accepts it.
+        ping_interval=None,
+        max_queue=None,
+    )
+    first = json.loads(await asyncio.wait_for(ws.recv(), OPEN_TIMEOUT))
+    if first.get("type") != "snapshot":
+        raise RuntimeError(f"expected a snapshot first, got {first!r}")
+    return ws
+
+
+async def open_all(url: str, cookie: str, count: int, concurrency: int) -> list[ClientConnection]:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> ClientConnection:
+        async with gate:
+            return await open_socket(url, cookie)
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def read(ws: ClientConnection, run: Run) -> None:
+    last = run.events - 1
+    async for raw in ws:
+        received_ns = time.time_ns()
+        message: dict[str, Any] = json.loads(raw)
+        if message.get("type") != "task.updated":
+            continue
+        parsed = parse_progress_message(message["task"].get("message"))
+        if parsed is None:
+            continue
+        index, sent_ns = parsed
+        await run.received(index, sent_ns, received_ns)
+        if index == last:
+            return
+
+
+async def main(args: argparse.Namespace) -> int:
+    limit = raise_open_file_limit()
+    cookie = os.environ["BENCH_COOKIE"]
+    started = time.perf_counter()
+    sockets = await open_all(args.url, cookie, args.sockets, args.concurrency)
+    open_seconds = time.perf_counter() - started
+    redis = Redis.from_url(args.redis_url)
+    run = Run(args.sockets, args.events, args.warmup, redis, args.ack_key)
+    readers = [asyncio.create_task(read(ws, run)) for ws in sockets]
+    sys.stdout.write(f"READY sockets={len(sockets)} open_s={open_seconds:.2f} nofile={limit}\n")
+    sys.stdout.flush()
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    stalled = False
+    while run.complete < run.events:
+        run.progressed.clear()
+        try:
+            await asyncio.wait_for(run.progressed.wait(), STALL_TIMEOUT)
+        except TimeoutError:
+            stalled = True
+            break
+    elapsed = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started
+    sys.stdout.write(f"DONE events={run.complete}\n")
+    sys.stdout.flush()
+    for reader in readers:
+        reader.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+
+    gate = asyncio.Semaphore(args.concurrency)
+
+    async def close(ws: ClientConnection) -> None:
+        async with gate:
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    await asyncio.gather(*(close(ws) for ws in sockets))
+    await redis.aclose()
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "sockets": len(sockets),
+                "events_complete": run.complete,
+                "stalled": stalled,
+                "open_seconds": open_seconds,
+                "events_seconds": elapsed,
+                "cpu_seconds": cpu_seconds,
+                "latencies_us": run.latencies_us,
+            }
+        )
+    )
+    return 0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--sockets", type=int, required=True)
+    parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--warmup", type=int, default=0)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--ack-key", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--concurrency", type=int, default=50)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(parse_args(sys.argv[1:]))))
