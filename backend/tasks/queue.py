@@ -25,6 +25,19 @@ JOB_TTL_SECONDS = 3600
 _PENDING = frozenset({Status.NEW, Status.QUEUED, Status.ACTIVE, Status.ABORTING})
 
 
+class _RowsFirstQueue(RedisQueue):
+    """saq's queue without saq's own sweep.
+
+    saq's sweep aborts any job it finds in the active list whose status is not yet "active",
+    and a job is exactly that between being dequeued and being marked (saq issue #277): at
+    every worker start it aborted and re-ran jobs that were fine. Lost and stuck work is
+    recovered by our sweeper from the rows' leases instead (``backend.tasks.sweeper``).
+    """
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:  # noqa: ARG002
+        return []
+
+
 class TaskQueue:
     def __init__(
         self,
@@ -34,7 +47,7 @@ class TaskQueue:
         name: str = QUEUE_NAME,
         queue_grace: float = 30.0,
     ) -> None:
-        self.saq = RedisQueue(redis, name=name)
+        self.saq = _RowsFirstQueue(redis, name=name)
         # How long a queued row may wait for its job to start before the sweeper checks on it.
         self.queue_grace = queue_grace
         if embedded:
@@ -61,9 +74,13 @@ class TaskQueue:
         """True when a job was queued, False when one for this task is already pending."""
         return await self.saq.enqueue(self.job_for(task_id, kind)) is not None
 
-    async def has_pending_job(self, task_id: uuid.UUID) -> bool:
+    async def job_status(self, task_id: uuid.UUID) -> Status | None:
+        """saq's status of the task's job, or None when Redis holds none."""
         job = await self.saq.job(str(task_id))
-        return job is not None and job.status in _PENDING
+        return job.status if job is not None else None
+
+    async def has_pending_job(self, task_id: uuid.UUID) -> bool:
+        return await self.job_status(task_id) in _PENDING
 
     async def drop_stale_job(self, task_id: uuid.UUID) -> None:
         """Finish a job whose worker died, so the task's key can be enqueued afresh."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
+from saq.job import Status
 from sqlalchemy import select
 
 from backend.core.db import Callback, commit, on_commit, utcnow
@@ -51,15 +52,18 @@ async def sweep_once(resources: Resources) -> SweepReport:
         )
         changed: list[Task] = []
         for task in rows:
-            if task.status == TaskStatus.running:
-                # Its lease ran out: the worker died or froze. Whatever saq still holds for it
-                # is stale; finishing that job frees the key for a fresh enqueue.
-                await queue.drop_stale_job(task.id)
-            elif await queue.has_pending_job(task.id):
-                # Queued behind other work: look again later.
+            job_status = await queue.job_status(task.id)
+            if task.status == TaskStatus.queued and job_status in (Status.NEW, Status.QUEUED):
+                # Waiting in line behind other work: look again later.
                 task.deadline_at = now + grace
                 report.deferred += 1
                 continue
+            if job_status is not None:
+                # A running row whose lease ran out (its worker died or froze), or a queued row
+                # whose job a dead worker had taken: what saq holds is stale. Finishing it
+                # frees the key for a fresh enqueue; a worker that is in fact alive finds the
+                # row leased or finished and does nothing.
+                await queue.drop_stale_job(task.id)
             changed.append(task)
             if task.cancel_requested:
                 task.status, task.finished_at, task.message = TaskStatus.canceled, now, "canceled"
