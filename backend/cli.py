@@ -1,4 +1,4 @@
-"""``atelier``: serve, worker, migrate, create-admin."""
+"""``atelier``: serve, worker, migrate, create-admin, sketch, gallery."""
 
 from __future__ import annotations
 
@@ -6,8 +6,15 @@ import argparse
 import asyncio
 import getpass
 import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backend.config import get_settings
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -85,6 +92,98 @@ def _create_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+class _CliError(Exception):
+    """A user mistake or unusable input: reported on stderr with exit code 2, no traceback."""
+
+
+_OUTPUT_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+
+
+def _read_input(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise _CliError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise _CliError(f"{path}: {exc.strerror or exc}") from None
+
+
+def _output_format(path: Path) -> str:
+    fmt = _OUTPUT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise _CliError(f"{path}: the output must end in .png, .jpg, .jpeg or .webp")
+    return fmt
+
+
+def _write_output(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise _CliError(f"{path}: {exc.strerror or exc}") from None
+
+
+def _sketch(args: argparse.Namespace) -> int:
+    from backend.sketches.styles import SketchParams, sketch_bytes
+
+    source = Path(args.input)
+    output = (
+        Path(args.output)
+        if args.output
+        else source.with_name(f"{source.stem}_{args.style}_{args.method}.png")
+    )
+    try:
+        params = SketchParams(
+            intensity=args.intensity, max_side=args.max_side, format=_output_format(output)
+        )
+        data = _read_input(source)
+        started = time.perf_counter()
+        encoded, width, height = sketch_bytes(data, args.style, args.method, params)
+    except ValueError as exc:
+        raise _CliError(str(exc)) from None
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    _write_output(output, encoded)
+    print(f"{output}: {args.style}/{args.method}, {width}x{height}, {elapsed_ms:.0f} ms")  # noqa: T201
+    return 0
+
+
+def _gallery(args: argparse.Namespace) -> int:
+    from backend.sketches.gallery import contact_sheet
+    from backend.sketches.styles import encode, load
+
+    source, output = Path(args.input), Path(args.output)
+    fmt = _output_format(output)
+    if not 64 <= args.cell <= 2048:
+        raise _CliError("--cell must be from 64 to 2048 pixels")
+    if args.colors and (fmt != "png" or not 2 <= args.colors <= 256):
+        raise _CliError("--colors takes 2 to 256 and needs a .png output")
+    try:
+        # The sheet draws each result at twice the cell size, so nothing larger is needed.
+        pixels = load(_read_input(source), max_side=2 * args.cell)
+        sheet = contact_sheet(pixels, cell=args.cell)
+        data = _indexed_png(sheet, args.colors) if args.colors else encode(sheet, fmt)
+    except ValueError as exc:
+        raise _CliError(str(exc)) from None
+    _write_output(output, data)
+    height, width = sheet.shape[:2]
+    print(f"{output}: contact sheet {width}x{height}, {len(data) // 1024} KiB")  # noqa: T201
+    return 0
+
+
+def _indexed_png(image_bgr: npt.NDArray[np.uint8], colors: int) -> bytes:
+    """A palette PNG: textured sheets shrink several times, at the cost of some banding."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.ascontiguousarray(image_bgr[:, :, ::-1])
+    # Median cut keeps pure white and black exactly, which the sheet's paper and ink need.
+    indexed = Image.fromarray(rgb).quantize(colors, method=Image.Quantize.MEDIANCUT)
+    buffer = io.BytesIO()
+    indexed.save(buffer, "PNG", optimize=True)
+    return buffer.getvalue()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atelier", description="Atelier image backend")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,12 +208,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     admin.add_argument("email")
     admin.set_defaults(func=_create_admin)
+
+    sketch = sub.add_parser("sketch", help="draw a local image file in one style")
+    sketch.add_argument("input", metavar="IN", help="a JPEG, PNG, WebP or GIF file")
+    sketch.add_argument("-s", "--style", default="pencil", help="pencil (default), charcoal, …")
+    sketch.add_argument(
+        "-m", "--method", default="basic", help="basic (default), advanced, artistic"
+    )
+    sketch.add_argument(
+        "-o", "--output", metavar="OUT", help="output file; .png, .jpg or .webp picks the format"
+    )
+    sketch.add_argument("--intensity", type=float, default=0.5, help="0 to 1 (default 0.5)")
+    sketch.add_argument("--max-side", type=int, default=2048, help="long side bound (2048)")
+    sketch.set_defaults(func=_sketch)
+
+    gallery = sub.add_parser("gallery", help="all styles and methods on one contact sheet")
+    gallery.add_argument("input", metavar="IN", help="a JPEG, PNG, WebP or GIF file")
+    gallery.add_argument("-o", "--output", metavar="SHEET", required=True, help="e.g. sheet.png")
+    gallery.add_argument("--cell", type=int, default=320, help="cell size in pixels (320)")
+    gallery.add_argument(
+        "--colors", type=int, default=0, help="write an indexed PNG with this many colours"
+    )
+    gallery.set_defaults(func=_gallery)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except _CliError as exc:
+        # argparse's own convention: usage mistakes exit with 2 and a one-line message.
+        print(f"atelier {args.command}: error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
     return result
 
 

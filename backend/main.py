@@ -21,6 +21,7 @@ from backend.core.resources import Resources
 from backend.images.router import router as images_router
 from backend.ops.router import router as ops_router
 from backend.realtime.router import router as realtime_router
+from backend.sketches.router import router as sketches_router
 from backend.storage.router import router as storage_router
 from backend.tasks.router import router as tasks_router
 from backend.tasks.worker import build_worker, load_task_modules
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
     app.include_router(admin_router)
     app.include_router(tasks_router)
     app.include_router(images_router)
+    app.include_router(sketches_router)
     app.include_router(storage_router)
     app.include_router(realtime_router)
 

@@ -3,6 +3,7 @@
 from backend.auth import models as auth_models
 from backend.core.db import Base
 from backend.images import models as image_models
+from backend.sketches import models as sketch_models
 from backend.tasks import models as task_models
 
-__all__ = ["Base", "auth_models", "image_models", "task_models"]
+__all__ = ["Base", "auth_models", "image_models", "sketch_models", "task_models"]

@@ -29,6 +29,7 @@ TABLES = {
     "images",
     "image_blobs",
     "uploads",
+    "sketches",
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import PurePosixPath
@@ -335,23 +335,36 @@ async def list_images(
     return [to_out(row, blobs.get(row.blob_id) if row.blob_id else None) for row in rows], cursor
 
 
+# Other features register how to find the stored objects they derived from an image (sketch
+# results…), so deleting the image removes those bytes too without images knowing the features.
+DerivedKeys = Callable[[AsyncSession, uuid.UUID], Awaitable[list[str]]]
+_derived_keys: list[DerivedKeys] = []
+
+
+def register_derived_keys(finder: DerivedKeys) -> None:
+    _derived_keys.append(finder)
+
+
 async def delete_image(
     session: AsyncSession, storage: Storage, *, user_id: uuid.UUID, image_id: uuid.UUID
 ) -> None:
     image = await get_image(session, user_id=user_id, image_id=image_id)
     blob = await blob_of(session, image)
+    keys: list[str] = []
+    for finder in _derived_keys:
+        keys.extend(await finder(session, image.id))
     await session.delete(image)
     await session.flush()
-    if blob is None:
+    if blob is not None:
+        others = await session.scalar(
+            select(func.count()).select_from(Image).where(Image.blob_id == blob.id)
+        )
+        if not others:
+            keys.extend([blob.storage_key, *(blob.thumbnails or {}).values()])
+            await session.delete(blob)
+            await session.flush()
+    if not keys:
         return
-    others = await session.scalar(
-        select(func.count()).select_from(Image).where(Image.blob_id == blob.id)
-    )
-    if others:
-        return
-    keys = [blob.storage_key, *(blob.thumbnails or {}).values()]
-    await session.delete(blob)
-    await session.flush()
 
     async def remove_bytes() -> None:
         # After commit: a rolled-back delete must not have lost the bytes.

@@ -62,7 +62,7 @@ def render_thumbnails(
     if not sizes or any(side <= 0 for side in sizes.values()):
         raise ValueError("sizes must be positive long-side lengths")
 
-    pixels, (width, height) = _decode_oriented(data, max(sizes.values()))
+    pixels, (width, height) = decode_oriented(data, max(sizes.values()))
 
     rendered: dict[str, bytes] = {}
     current = pixels
@@ -77,7 +77,7 @@ def render_thumbnails(
     return {name: rendered[name] for name in sizes}
 
 
-def _decode_oriented(data: bytes, largest: int) -> tuple[Pixels, tuple[int, int]]:
+def decode_oriented(data: bytes, largest: int) -> tuple[Pixels, tuple[int, int]]:
     """BGR pixels, upright, at least ``largest`` on the long side when the image is that big;
     and the full displayed size, which thumbnail sizes are computed from."""
     fmt = sniff_format(data)

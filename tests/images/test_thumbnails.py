@@ -259,7 +259,7 @@ def test_large_png_with_alpha_is_flattened_before_shrinking() -> None:
     # Before encoding (JPEG's chroma subsampling blurs edges by itself): averaging before
     # flattening would turn the seam dark (R ≈ 180); flattening first keeps it between red
     # and white.
-    pixels, size = thumbnails._decode_oriented(data, 800)
+    pixels, size = thumbnails.decode_oriented(data, 800)
     assert size == (2000, 1500)
     assert int(pixels[:, :, 2].min()) >= 215
 

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request, Response, status
+from fastapi.responses import RedirectResponse
+
+from backend.auth.deps import CurrentUser
+from backend.core.db import SessionDep
+from backend.core.errors import AppError, NotFound, problem_responses
+from backend.core.pagination import Page, PageDep
+from backend.core.pixels import run_pixels
+from backend.core.resources import ResourcesDep
+from backend.sketches import service
+from backend.sketches.gallery import preview
+from backend.sketches.schemas import Available, Created, CreateIn, MethodOut, SketchOut, StyleOut
+from backend.sketches.styles import METHODS, STYLES
+from backend.storage.base import ObjectNotFound
+from backend.tasks import service as tasks
+from backend.tasks.idempotency import IdempotencyDep
+from backend.tasks.models import Task
+from backend.tasks.schemas import TaskOut
+
+router = APIRouter(prefix="/api/sketch", tags=["sketches"])
+
+
+@router.get("/styles/available", response_model=Available)
+async def available() -> Available:
+    return Available(
+        styles=[
+            StyleOut(
+                id=s.id,
+                name=s.name,
+                description=s.description,
+                grayscale=s.grayscale,
+                preview_url=f"/api/sketch/styles/{s.id}/preview",
+            )
+            for s in STYLES.values()
+        ],
+        methods=[
+            MethodOut(id=m.id, name=m.name, description=m.description) for m in METHODS.values()
+        ],
+    )
+
+
+@router.get(
+    "/styles/{style}/preview",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **problem_responses(404)},
+)
+async def style_preview(style: str) -> Response:
+    """A small sample of the style, rendered once from a bundled photograph and then cached."""
+    if style not in STYLES:
+        raise NotFound("No such style.", code="sketch.unknown_style")
+    data = await run_pixels(preview, style)
+    return Response(
+        data, media_type="image/png", headers={"Cache-Control": "public, max-age=86400"}
+    )
+
+
+@router.post(
+    "/create",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Created,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def create(
+    body: CreateIn,
+    user: CurrentUser,
+    session: SessionDep,
+    resources: ResourcesDep,
+    idem: IdempotencyDep,
+) -> Response:
+    async def produce() -> Created:
+        sketch, task = await service.create_sketch(
+            session, resources.queue, resources.redis, user_id=user.id, body=body
+        )
+        return Created(sketch=service.to_out(sketch, task), task=TaskOut.model_validate(task))
+
+    return await idem.respond(produce, status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.get("/", response_model=Page[SketchOut], responses=problem_responses(401, 422))
+async def list_sketches(user: CurrentUser, session: SessionDep, page: PageDep) -> Page[SketchOut]:
+    items, cursor = await service.list_sketches(session, user_id=user.id, page=page)
+    return Page(items=items, next_cursor=cursor)
+
+
+@router.get("/task/{task_id}", response_model=TaskOut, responses=problem_responses(401, 404, 422))
+async def sketch_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Task:
+    return await tasks.get_task(session, user_id=user.id, task_id=task_id)
+
+
+@router.get("/{sketch_id}", response_model=SketchOut, responses=problem_responses(401, 404, 422))
+async def get_sketch(sketch_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> SketchOut:
+    sketch = await service.get_sketch(session, user_id=user.id, sketch_id=sketch_id)
+    return await service.sketch_out(session, sketch)
+
+
+@router.get(
+    "/{sketch_id}/result",
+    status_code=status.HTTP_307_TEMPORARY_REDIRECT,
+    response_class=Response,
+    responses={
+        **problem_responses(401, 404, 422),
+        200: {"description": "The bytes (local storage)"},
+    },
+)
+async def result(
+    sketch_id: uuid.UUID,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    resources: ResourcesDep,
+) -> Response:
+    sketch = await service.get_sketch(session, user_id=user.id, sketch_id=sketch_id)
+    if sketch.result_key is None:
+        raise AppError("The sketch is not ready.", code="sketch.not_ready", status=404)
+    storage = resources.storage
+    filename = f"sketch-{sketch.style}-{sketch.method}.{sketch.params.get('format', 'png')}"
+    if storage.kind != "local":
+        url = await storage.presign_get(
+            sketch.result_key,
+            expires_in=resources.settings.download_url_ttl_seconds,
+            filename=filename,
+            content_type=sketch.content_type,
+        )
+        return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+    etag = f'"{sketch.id.hex}"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=86400"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    try:
+        data = await storage.get(sketch.result_key)
+    except ObjectNotFound:
+        raise AppError(
+            "The sketch result is missing.", code="sketch.not_ready", status=404
+        ) from None
+    return Response(
+        data, media_type=sketch.content_type or "application/octet-stream", headers=headers
+    )
+
+
+@router.delete(
+    "/{sketch_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def delete_sketch(
+    sketch_id: uuid.UUID, user: CurrentUser, session: SessionDep, resources: ResourcesDep
+) -> None:
+    await service.delete_sketch(
+        session, resources.storage, resources.redis, user_id=user.id, sketch_id=sketch_id
+    )
