@@ -65,6 +65,22 @@ class Settings(BaseSettings):
     # Where the app is reached from browsers; the local storage backend signs URLs under it.
     public_base_url: str = "http://127.0.0.1:8000"
 
+    # AI. Gemini is used when GEMINI_API_KEY is set; the local provider is always there.
+    gemini_base_url: str | None = Field(
+        default=None, validation_alias=_env("GOOGLE_GEMINI_BASE_URL")
+    )
+    gemini_caption_model: str = "gemini-2.5-flash"
+    gemini_edit_model: str = "gemini-2.5-flash-image"
+    gemini_timeout_seconds: float = Field(default=60.0, gt=0)
+    gemini_max_retries: int = Field(default=2, ge=0, le=10)
+    # Images are downscaled to this long side before they are sent to a provider.
+    ai_image_max_side: int = Field(default=1536, ge=256, le=8192)
+    ai_cache_ttl_seconds: int = Field(default=3600, ge=1)
+    ai_cache_max_entries: int = Field(default=10_000, ge=1)
+    ai_daily_quota: int = Field(default=200, ge=0)
+    ai_prompt_max_chars: int = Field(default=2000, ge=1, le=100_000)
+    auto_caption: bool = False
+
     # Task engine. Workers import these modules to learn the task kinds; tests add their own.
     task_modules: Annotated[list[str], NoDecode] = []
     worker_concurrency: int = Field(default=4, ge=1, le=64)

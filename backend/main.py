@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 
+from backend.ai.router import router as ai_router
 from backend.auth.router import admin_router
 from backend.auth.router import router as auth_router
 from backend.config import Settings, get_settings
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
     app.include_router(tasks_router)
     app.include_router(images_router)
     app.include_router(sketches_router)
+    app.include_router(ai_router)
     app.include_router(storage_router)
     app.include_router(realtime_router)
 

@@ -19,6 +19,7 @@ from backend.storage.base import Storage, open_storage
 from backend.tasks.queue import TaskQueue
 
 if TYPE_CHECKING:
+    from backend.ai.providers.base import Provider
     from backend.realtime.hub import Hub
 
 
@@ -66,6 +67,25 @@ class Resources:
         )
 
     @cached_property
+    def providers(self) -> dict[str, Provider]:
+        from backend.ai.providers.base import ProviderSettings, build_providers
+
+        settings = self.settings
+        return build_providers(
+            ProviderSettings(
+                gemini_api_key=(
+                    settings.gemini_api_key.get_secret_value() if settings.gemini_api_key else None
+                ),
+                gemini_base_url=settings.gemini_base_url,
+                caption_model=settings.gemini_caption_model,
+                edit_model=settings.gemini_edit_model,
+                timeout_seconds=settings.gemini_timeout_seconds,
+                max_retries=settings.gemini_max_retries,
+                image_max_side=settings.ai_image_max_side,
+            )
+        )
+
+    @cached_property
     def hub(self) -> Hub:
         from backend.realtime.hub import Hub
 
@@ -81,6 +101,9 @@ class Resources:
     async def close(self) -> None:
         if "hub" in self.__dict__:
             await self.hub.close()
+        if "providers" in self.__dict__:
+            for provider in self.providers.values():
+                await provider.close()
         if self._owns("db"):
             await self.db.dispose()
         if self._owns("redis"):

@@ -59,6 +59,16 @@ def validate_declared(filename: str, content_type: str, size_bytes: int, *, max_
         raise _rejected(failure) from None
 
 
+# Features that start work on every new image (auto-captioning…) register here; images does not
+# know them. Called inside the ingesting transaction with the new image.
+AfterIngest = Callable[[AsyncSession, "Deps", Image], Awaitable[None]]
+_after_ingest: list[AfterIngest] = []
+
+
+def register_after_ingest(hook: AfterIngest) -> None:
+    _after_ingest.append(hook)
+
+
 @dataclass(frozen=True)
 class Deps:
     """What ingesting needs besides the session; one bundle keeps the signatures readable."""
@@ -267,6 +277,8 @@ async def ingest(
             payload={"blob_id": str(blob.id)},
             image_id=image.id,
         )
+    for hook in _after_ingest:
+        await hook(session, deps, image)
     return image
 
 

@@ -41,7 +41,7 @@ class RetryLater(Exception):
 
 
 # The features' task kinds; every API and worker process registers them.
-BUILTIN_TASK_MODULES = ("backend.images.tasks", "backend.sketches.tasks")
+BUILTIN_TASK_MODULES = ("backend.images.tasks", "backend.sketches.tasks", "backend.ai.tasks")
 
 
 def load_task_modules(modules: list[str]) -> None:

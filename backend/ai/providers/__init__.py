@@ -1,0 +1,15 @@
+"""AI providers: ``gemini`` (google-genai) when GEMINI_API_KEY is set, ``local`` always.
+
+Only the protocol and settings live at this level; the providers themselves are imported by
+``build_providers`` when they are needed, so importing this package never loads google-genai.
+"""
+
+from backend.ai.providers.base import (
+    Caption,
+    Provider,
+    ProviderError,
+    ProviderSettings,
+    build_providers,
+)
+
+__all__ = ["Caption", "Provider", "ProviderError", "ProviderSettings", "build_providers"]
