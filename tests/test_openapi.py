@@ -14,6 +14,9 @@ from backend.core.migrations import ROOT
 API_MD = ROOT.parent / "shared" / "API.md"
 # Grows as features land; every contract line under these prefixes must exist.
 IMPLEMENTED = (
+    "/api/sketch",
+    "/api/ai",
+    "/api/cache",
     "/api/upload",
     "/api/images",
     "/api/stats",
@@ -71,6 +74,8 @@ def test_contract_endpoints_are_served(app: FastAPI) -> None:
     assert ("POST", "/api/tasks/{}/cancel") in expected
     assert ("GET", "/ws") in expected
     assert ("GET", "/api/images/{}/thumbnails/{}") in expected
+    assert ("GET", "/api/sketch/styles/available") in expected
+    assert ("POST", "/api/ai/edit") in expected
     missing = expected - served_endpoints(app)
     assert not missing, f"in API.md but not in /openapi.json: {sorted(missing)}"
 
