@@ -81,6 +81,20 @@ class Settings(BaseSettings):
     ai_prompt_max_chars: int = Field(default=2000, ge=1, le=100_000)
     auto_caption: bool = False
 
+    # Product CSV batches and the remote fetches they make.
+    batch_max_csv_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    batch_max_rows: int = Field(default=1000, ge=1)
+    batch_max_urls_per_row: int = Field(default=20, ge=1)
+    batch_max_urls_total: int = Field(default=5000, ge=1)
+    batch_concurrency: int = Field(default=4, ge=1, le=64)
+    fetch_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    fetch_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    fetch_total_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Test-only: loopback hosts remote fetches may reach. Refused outside dev/test.
+    fetch_allow_loopback_hosts: Annotated[list[str], NoDecode] = []
+    webhook_attempts: int = Field(default=5, ge=1, le=20)
+    webhook_base_delay_seconds: float = Field(default=1.0, ge=0)
+
     # Task engine. Workers import these modules to learn the task kinds; tests add their own.
     task_modules: Annotated[list[str], NoDecode] = []
     worker_concurrency: int = Field(default=4, ge=1, le=64)
@@ -111,6 +125,13 @@ class Settings(BaseSettings):
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("fetch_allow_loopback_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
     @field_validator("task_modules", mode="before")
     @classmethod
     def _split_modules(cls, value: object) -> object:
@@ -122,6 +143,14 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _loopback_fetches_only_in_tests(self) -> Settings:
+        if self.fetch_allow_loopback_hosts and self.env == "prod":
+            raise ValueError(
+                "ATELIER_FETCH_ALLOW_LOOPBACK_HOSTS is a test setting; it is refused in prod"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:

@@ -14,6 +14,7 @@ from fastapi.responses import RedirectResponse
 from backend.ai.router import router as ai_router
 from backend.auth.router import admin_router
 from backend.auth.router import router as auth_router
+from backend.batches.router import router as batches_router
 from backend.config import Settings, get_settings
 from backend.core.errors import PROBLEM_JSON, Problem, install_error_handlers
 from backend.core.logging import configure_logging
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
     app.include_router(images_router)
     app.include_router(sketches_router)
     app.include_router(ai_router)
+    app.include_router(batches_router)
     app.include_router(storage_router)
     app.include_router(realtime_router)
 

@@ -30,6 +30,9 @@ TABLES = {
     "image_blobs",
     "uploads",
     "sketches",
+    "batches",
+    "batch_items",
+    "webhook_deliveries",
 }
 
 

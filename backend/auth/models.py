@@ -27,6 +27,8 @@ class User(IdMixin, TimestampMixin, Base):
         Enum(Role, native_enum=False, length=16, validate_strings=True), default=Role.user
     )
     disabled: Mapped[bool] = mapped_column(default=False)
+    # Signs this user's webhooks; made on first use (GET /api/auth/webhook-secret).
+    webhook_secret: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import UploadFile
 
 from backend.auth.deps import CurrentUser
 from backend.auth.models import User
@@ -114,10 +115,28 @@ async def idempotency(
         1 <= len(idempotency_key) <= 255 and idempotency_key.isprintable()
     ):
         raise IdempotencyError("Idempotency-Key must be 1 to 255 printable characters.")
-    digest = hashlib.sha256()
-    digest.update(f"{request.method} {request.url.path}\n".encode())
-    digest.update(await request.body())
-    return Idempotency(session, user, idempotency_key, digest.hexdigest())
+    fingerprint = await _fingerprint(request) if idempotency_key is not None else ""
+    return Idempotency(session, user, idempotency_key, fingerprint)
+
+
+async def _fingerprint(request: Request) -> str:
+    """Method, path and body; a form is hashed field by field, since FastAPI has already
+    consumed its stream (Starlette caches the parsed form)."""
+    digest = hashlib.sha256(f"{request.method} {request.url.path}\n".encode())
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        form = await request.form()
+        for name, value in sorted(form.multi_items(), key=lambda item: item[0]):
+            digest.update(name.encode() + b"\0")
+            if isinstance(value, UploadFile):
+                digest.update(await value.read())
+                await value.seek(0)
+            else:
+                digest.update(value.encode())
+            digest.update(b"\0")
+    else:
+        digest.update(await request.body())
+    return digest.hexdigest()
 
 
 IdempotencyDep = Annotated[Idempotency, Depends(idempotency)]

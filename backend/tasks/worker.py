@@ -41,7 +41,12 @@ class RetryLater(Exception):
 
 
 # The features' task kinds; every API and worker process registers them.
-BUILTIN_TASK_MODULES = ("backend.images.tasks", "backend.sketches.tasks", "backend.ai.tasks")
+BUILTIN_TASK_MODULES = (
+    "backend.images.tasks",
+    "backend.sketches.tasks",
+    "backend.ai.tasks",
+    "backend.batches.tasks",
+)
 
 
 def load_task_modules(modules: list[str]) -> None:

@@ -1,0 +1,186 @@
+"""Batches: CSV intake, per-URL items, reads scoped to the owner, the output CSV."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.auth.models import User
+from backend.batches import csvio
+from backend.batches.fetch import FetchError, FetchPolicy, check_url
+from backend.batches.models import Batch, BatchItem, ItemStatus
+from backend.config import Settings
+from backend.core.errors import AppError, NotFound
+from backend.core.pagination import PageParams, make_page, newest_first
+from backend.tasks import service as tasks
+from backend.tasks.models import Task, TaskStatus
+from backend.tasks.queue import TaskQueue
+
+BATCH_KIND = "batch"
+
+
+class BatchNotFound(NotFound):
+    code = "batch.not_found"
+
+
+def fetch_policy(settings: Settings) -> FetchPolicy:
+    return FetchPolicy(
+        max_bytes=settings.fetch_max_bytes,
+        connect_timeout=settings.fetch_connect_timeout_seconds,
+        total_timeout=settings.fetch_total_timeout_seconds,
+        allow_loopback_hosts=frozenset(settings.fetch_allow_loopback_hosts),
+    )
+
+
+def csv_limits(settings: Settings) -> csvio.CsvLimits:
+    return csvio.CsvLimits(
+        max_bytes=settings.batch_max_csv_bytes,
+        max_rows=settings.batch_max_rows,
+        max_urls_per_row=settings.batch_max_urls_per_row,
+        max_urls_total=settings.batch_max_urls_total,
+    )
+
+
+async def create_batch(
+    session: AsyncSession,
+    queue: TaskQueue,
+    redis: Redis,
+    settings: Settings,
+    *,
+    user_id: uuid.UUID,
+    filename: str,
+    data: bytes,
+    quality: int,
+    webhook_url: str | None,
+) -> tuple[Batch, Task]:
+    try:
+        parsed = csvio.parse(data, csv_limits(settings))
+    except csvio.CsvRejected as exc:
+        errors = [{"line": e.line, "message": e.message} for e in exc.errors]
+        raise AppError(str(exc), code=exc.code, status=422, errors=errors) from None
+    if webhook_url:
+        try:
+            # The address is checked again, after DNS resolution, when the webhook is sent.
+            check_url(webhook_url, fetch_policy(settings))
+        except FetchError as exc:
+            raise AppError(
+                f"The webhook URL is not acceptable: {exc}",
+                code="batch.invalid_webhook",
+                status=422,
+            ) from None
+    batch = Batch(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        filename=filename[:255],
+        quality=quality,
+        webhook_url=webhook_url or None,
+        header=parsed.header,
+        rows=[{"line": row.line, "values": row.values} for row in parsed.rows],
+        total_images=sum(len(row.urls) for row in parsed.rows),
+    )
+    session.add(batch)
+    session.add_all(
+        BatchItem(batch_id=batch.id, line=row.line, position=position, url=url)
+        for row in parsed.rows
+        for position, url in enumerate(row.urls)
+    )
+    await session.flush()
+    task = await tasks.create_task(
+        session,
+        queue,
+        redis,
+        user_id=user_id,
+        kind=BATCH_KIND,
+        payload={"batch_id": str(batch.id)},
+        batch_id=batch.id,
+    )
+    batch.task_id = task.id
+    await session.flush()
+    return batch, task
+
+
+async def get_batch(session: AsyncSession, *, user_id: uuid.UUID, batch_id: uuid.UUID) -> Batch:
+    batch = await session.get(Batch, batch_id)
+    # Another user's batch answers exactly like a missing one.
+    if batch is None or batch.user_id != user_id:
+        raise BatchNotFound("No such batch.")
+    return batch
+
+
+def batch_json(batch: Batch, task: Task | None) -> dict[str, Any]:
+    return {
+        "id": batch.id,
+        "filename": batch.filename,
+        "status": task.status.value if task else TaskStatus.failed.value,
+        "progress": task.progress if task else 0,
+        "quality": batch.quality,
+        "webhook_url": batch.webhook_url,
+        "total_images": batch.total_images,
+        "processed_images": batch.processed_images,
+        "failed_images": batch.failed_images,
+        "task_id": batch.task_id,
+        "created_at": batch.created_at,
+        "finished_at": task.finished_at if task else None,
+    }
+
+
+async def batch_out(session: AsyncSession, batch: Batch) -> dict[str, Any]:
+    task = await session.get(Task, batch.task_id) if batch.task_id else None
+    return batch_json(batch, task)
+
+
+async def list_batches(
+    session: AsyncSession, *, user_id: uuid.UUID, page: PageParams
+) -> tuple[list[dict[str, Any]], str | None]:
+    stmt = newest_first(
+        select(Batch).where(Batch.user_id == user_id), Batch.created_at, Batch.id, page
+    )
+    rows, cursor = make_page(list(await session.scalars(stmt)), page)
+    task_ids = [row.task_id for row in rows if row.task_id]
+    found = list(await session.scalars(select(Task).where(Task.id.in_(task_ids))))
+    by_id = {task.id: task for task in found}
+    return [
+        batch_json(row, by_id.get(row.task_id) if row.task_id else None) for row in rows
+    ], cursor
+
+
+async def items_of(session: AsyncSession, batch: Batch) -> list[BatchItem]:
+    stmt = (
+        select(BatchItem)
+        .where(BatchItem.batch_id == batch.id)
+        .order_by(BatchItem.line, BatchItem.position)
+    )
+    return list(await session.scalars(stmt))
+
+
+def output_url(settings: Settings, item: BatchItem) -> str:
+    return f"{settings.public_base_url}/api/batches/{item.batch_id}/items/{item.id}/output"
+
+
+def output_csv(batch: Batch, items: list[BatchItem], settings: Settings) -> bytes:
+    parsed = csvio.ParsedCsv(
+        header=list(batch.header),
+        rows=[
+            csvio.BatchRow(
+                line=row["line"], serial="", product_name="", urls=[], values=list(row["values"])
+            )
+            for row in batch.rows
+        ],
+    )
+    outputs: dict[int, list[str | None]] = {}
+    for item in items:
+        url = output_url(settings, item) if item.status == ItemStatus.succeeded else None
+        outputs.setdefault(item.line, []).append(url)
+    return csvio.write_output(parsed, outputs)
+
+
+async def webhook_secret(session: AsyncSession, *, user: User) -> str:
+    if user.webhook_secret is None:
+        user.webhook_secret = "whsec_" + secrets.token_hex(24)
+        await session.flush()
+    return user.webhook_secret
