@@ -6,10 +6,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import RedirectResponse
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
 
 from backend.ai.router import router as ai_router
 from backend.auth.router import admin_router
@@ -28,6 +32,7 @@ from backend.storage.router import router as storage_router
 from backend.tasks.router import router as tasks_router
 from backend.tasks.worker import build_worker, load_task_modules
 
+WEB_DIR = Path(__file__).resolve().parent / "web"
 DESCRIPTION = """Atelier turns photos into sketches, captions and edits, and imports product
 catalogues from CSV. Sign in with cookies (send `X-CSRF-Token` on unsafe requests) or send an
 `X-API-Key` header. Errors are RFC 9457 problem details with a stable `code`."""
@@ -94,12 +99,23 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
     app.include_router(storage_router)
     app.include_router(realtime_router)
 
+    # The bundled web app: plain files, no build step. "no-cache" means revalidate (StaticFiles
+    # answers ETag/Last-Modified), so a deploy is picked up at once without hashed file names.
+    app.mount("/web", NoCacheStaticFiles(directory=WEB_DIR), name="web")
+
     @app.get("/", include_in_schema=False)
-    async def index() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    async def index() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     _register_problem_schema(app)
     return app
+
+
+class NoCacheStaticFiles(StaticFiles):
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 def _register_problem_schema(app: FastAPI) -> None:
