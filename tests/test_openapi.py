@@ -14,6 +14,7 @@ from backend.core.migrations import ROOT
 API_MD = ROOT.parent / "shared" / "API.md"
 # Grows as features land; every contract line under these prefixes must exist.
 IMPLEMENTED = (
+    "/api/batches",
     "/api/sketch",
     "/api/ai",
     "/api/cache",
@@ -76,6 +77,7 @@ def test_contract_endpoints_are_served(app: FastAPI) -> None:
     assert ("GET", "/api/images/{}/thumbnails/{}") in expected
     assert ("GET", "/api/sketch/styles/available") in expected
     assert ("POST", "/api/ai/edit") in expected
+    assert ("GET", "/api/batches/{}/output.csv") in expected
     missing = expected - served_endpoints(app)
     assert not missing, f"in API.md but not in /openapi.json: {sorted(missing)}"
 
