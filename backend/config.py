@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=50_000_000, ge=1)
     upload_url_ttl_seconds: int = Field(default=900, ge=10, le=7 * 24 * 3600)
     download_url_ttl_seconds: int = Field(default=300, ge=10, le=7 * 24 * 3600)
+    # Uploads (presigned and direct) one user may start per minute, across all instances.
+    upload_rate_per_minute: int = Field(default=60, ge=1)
     # Where the app is reached from browsers; the local storage backend signs URLs under it.
     public_base_url: str = "http://127.0.0.1:8000"
 

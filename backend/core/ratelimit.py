@@ -43,3 +43,15 @@ async def record_failure(redis: Redis, limits: list[Limit], window_seconds: int)
 async def clear(redis: Redis, *keys: str) -> None:
     if keys:
         await redis.delete(*keys)
+
+
+async def take(redis: Redis, key: str, *, limit: int, window_seconds: int) -> int | None:
+    """Count one attempt in a fixed window; seconds to wait when the limit is already reached."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(key, 0, ex=window_seconds, nx=True)
+        pipe.incr(key)
+        pipe.ttl(key)
+        _, count, ttl = await pipe.execute()
+    if int(count) > limit:
+        return int(ttl) if int(ttl) > 0 else 1
+    return None

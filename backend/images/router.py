@@ -9,8 +9,9 @@ from starlette.datastructures import UploadFile
 
 from backend.auth.deps import CurrentUser
 from backend.auth.models import Role
+from backend.core import ratelimit
 from backend.core.db import SessionDep
-from backend.core.errors import AppError, Forbidden, problem_responses
+from backend.core.errors import AppError, Forbidden, TooManyRequests, problem_responses
 from backend.core.pagination import Page, PageDep
 from backend.core.resources import ResourcesDep
 from backend.images import service
@@ -35,14 +36,37 @@ def deps(resources: ResourcesDep) -> service.Deps:
 IngestDeps = Annotated[service.Deps, Depends(deps)]
 
 
+async def upload_allowance(user: CurrentUser, resources: ResourcesDep) -> None:
+    """Per-user upload rate limit, shared by every API instance through Redis."""
+    wait = await ratelimit.take(
+        resources.redis,
+        f"rl:upload:{user.id}",
+        limit=resources.settings.upload_rate_per_minute,
+        window_seconds=60,
+    )
+    if wait is not None:
+        raise TooManyRequests(
+            "Too many uploads in a short time; try again shortly.",
+            code="upload.rate_limited",
+            retry_after=wait,
+        )
+
+
+UploadAllowed = Annotated[None, Depends(upload_allowance)]
+
+
 @router.post(
     "/api/upload/presigned-url",
     status_code=status.HTTP_201_CREATED,
     response_model=PresignOut,
-    responses=problem_responses(403, 422),
+    responses=problem_responses(403, 422, 429),
 )
 async def presigned_url(
-    body: PresignIn, user: CurrentUser, session: SessionDep, ingest: IngestDeps
+    body: PresignIn,
+    user: CurrentUser,
+    session: SessionDep,
+    ingest: IngestDeps,
+    _allowed: UploadAllowed,
 ) -> PresignOut:
     """Step 1 of the browser flow: a form to POST the file straight to object storage."""
     upload, presigned = await service.create_upload(
@@ -81,7 +105,7 @@ async def confirm(
     "/api/images",
     status_code=status.HTTP_201_CREATED,
     response_model=ImageOut,
-    responses=problem_responses(403, 411, 413, 422),
+    responses=problem_responses(403, 411, 413, 422, 429),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -102,6 +126,7 @@ async def upload_direct(
     user: CurrentUser,
     session: SessionDep,
     ingest: IngestDeps,
+    _allowed: UploadAllowed,
     content_length: Annotated[int | None, Header()] = None,
 ) -> ImageOut:
     """Direct upload for server clients and small files: multipart ``file``."""

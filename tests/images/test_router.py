@@ -445,3 +445,24 @@ async def test_list_filter_and_stats(stack: Stack, users: list[User]) -> None:
     assert stats["success_rate"] == 0.5
     assert stats["by_status"] == {"processing": 0, "ready": 1, "failed": 1}
     assert stats["average_processing_time_seconds"] >= 0
+
+
+async def test_uploads_are_rate_limited_per_user(make_app: Any, sign_up: Any) -> None:
+    app = make_app(upload_rate_per_minute=2)
+    user = await sign_up("busy", on=app)
+    other = await sign_up("calm", on=app)
+    body = {"filename": "a.jpg", "content_type": "image/jpeg", "size_bytes": 1000}
+    for _ in range(2):
+        ok = await user.client.post("/api/upload/presigned-url", json=body, headers=user.csrf)
+        assert ok.status_code == 201
+    refused = await user.client.post("/api/upload/presigned-url", json=body, headers=user.csrf)
+    assert_problem(refused, 429, "upload.rate_limited")
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    direct = await user.client.post(
+        "/api/images", files={"file": ("a.png", png(), "image/png")}, headers=user.csrf
+    )
+    assert_problem(direct, 429, "upload.rate_limited")
+    # Another user has an allowance of their own.
+    assert (
+        await other.client.post("/api/upload/presigned-url", json=body, headers=other.csrf)
+    ).status_code == 201
