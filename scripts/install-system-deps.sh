@@ -8,6 +8,8 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 # OpenCV's Haar face cascades for the local AI captions: the opencv-python 5 wheels ship none.
 [ -f /usr/share/opencv4/haarcascades/haarcascade_frontalface_alt.xml ] || need+=(opencv-data)
+# The browser tests (tests/e2e) drive Debian's Chromium; never a downloaded Playwright browser.
+[ -x /usr/bin/chromium ] || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

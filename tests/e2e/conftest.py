@@ -1,0 +1,81 @@
+"""Browser fixtures: the whole stack on a live port and Debian's Chromium driven by Playwright.
+
+The server's port is chosen before the app is built, because the app must know its own origin:
+the local storage backend signs upload URLs under ``public_base_url`` and ``/ws`` checks the
+browser's ``Origin`` against ``allowed_origins``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, async_playwright
+
+from backend.core.resources import Resources
+from backend.tasks.worker import build_worker
+from tests.conftest import IN_CI, AppFactory
+from tests.live import serve
+from tests.servers import free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing (scripts/install-system-deps.sh installs it)"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+async def live_url(
+    make_live_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[str]:
+    """The app with a worker on committed Postgres and Redis; yields its base URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = make_live_app(env="dev", public_base_url=base, allowed_origins=[base])
+    resources: Resources = app.state.resources
+    worker = build_worker(resources, handle_signals=False)
+    runner = asyncio.create_task(worker.start())
+    # serve() picks its own free port; make it pick the one the app was configured for.
+    monkeypatch.setattr("tests.live.free_port", lambda: port)
+    try:
+        async with serve(app) as served:
+            assert served == base
+            yield base
+    finally:
+        await worker.stop()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+@pytest.fixture
+def screenshots() -> Path | None:
+    """Where to save the README screenshots, only when ATELIER_SCREENSHOTS=1 asks for them."""
+    if os.environ.get("ATELIER_SCREENSHOTS") != "1":
+        return None
+    return Path(__file__).resolve().parents[2] / "docs"
