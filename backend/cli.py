@@ -35,6 +35,9 @@ def _serve(args: argparse.Namespace) -> int:
         ws="websockets-sansio",
         ws_ping_interval=25,
         ws_ping_timeout=20,
+        # Cloud Run sends SIGTERM and kills 10 s later: uvicorn closes sockets with 1012
+        # (service restart, a reconnect hint) and gives requests this long to finish.
+        timeout_graceful_shutdown=8,
     )
     return 0
 
