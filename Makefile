@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: run test lint format bench system-deps clean
+.PHONY: run test lint format bench system-deps clean stack stack-down
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Atelier needs Python 3.11")'
@@ -35,7 +35,8 @@ system-deps:
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy backend tests
+	$(BIN)/mypy backend tests scripts
+	$(BIN)/hadolint Dockerfile
 
 format: $(DEV_STAMP)
 	$(BIN)/ruff check --fix .
@@ -43,6 +44,14 @@ format: $(DEV_STAMP)
 
 bench: $(DEV_STAMP) system-deps
 	$(BIN)/pytest tests/bench -q -s
+
+## make stack: the production shape locally (Postgres, Redis, S3, 2 APIs, 2 workers) in ./var/stack.
+stack: $(DEV_STAMP) system-deps
+	$(BIN)/python scripts/stack.py up
+
+## make stack-down: stop every process `make stack` started.
+stack-down:
+	$(BIN)/python scripts/stack.py down
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
