@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,7 +28,7 @@ from backend.realtime.router import router as realtime_router
 from backend.sketches.router import router as sketches_router
 from backend.storage.router import router as storage_router
 from backend.tasks.router import router as tasks_router
-from backend.tasks.worker import build_worker, load_task_modules
+from backend.tasks.worker import load_task_modules, running_worker
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 DESCRIPTION = """Atelier turns photos into sketches, captions and edits, and imports product
@@ -47,19 +45,14 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # Embedded mode (`make run`, no REDIS_URL): the worker runs as a task in this process.
-        worker = (
-            build_worker(resources, handle_signals=False) if settings.run_embedded_worker else None
-        )
-        runner = asyncio.create_task(worker.start()) if worker else None
         try:
-            yield
+            # Embedded mode (`make run`, no REDIS_URL): the worker runs as a task in this process.
+            if settings.run_embedded_worker:
+                async with running_worker(resources):
+                    yield
+            else:
+                yield
         finally:
-            if worker is not None and runner is not None:
-                await worker.stop()
-                runner.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await runner
             await resources.close()
 
     app = FastAPI(

@@ -155,12 +155,7 @@ async def make_edit(ctx: TaskContext) -> dict[str, Any]:
     fmt = sniff_format(edited)
     if fmt is None:
         raise TaskError("The provider answered with no usable image.", code="ai.bad_response")
-    deps = images.Deps(
-        storage=resources.storage,
-        queue=resources.queue,
-        redis=resources.redis,
-        settings=resources.settings,
-    )
+    deps = images.Deps.of(resources)
     async with resources.db.sessionmaker() as session:
         user = await session.get(User, ctx.user_id)
         if user is None:

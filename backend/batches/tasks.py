@@ -58,12 +58,7 @@ async def _process(resources: Resources, batch: Batch, user: User, item: BatchIt
     size: int | None = None
     try:
         data = await _fetch_with_retries(item.url, resources)
-        deps = images.Deps(
-            storage=resources.storage,
-            queue=resources.queue,
-            redis=resources.redis,
-            settings=resources.settings,
-        )
+        deps = images.Deps.of(resources)
         name = item.url.rstrip("/").rsplit("/", 1)[-1].split("?")[0] or "image"
         async with resources.db.sessionmaker() as session:
             image = await images.ingest(

@@ -25,12 +25,7 @@ MULTIPART_OVERHEAD = 16 * 1024
 
 
 def deps(resources: ResourcesDep) -> service.Deps:
-    return service.Deps(
-        storage=resources.storage,
-        queue=resources.queue,
-        redis=resources.redis,
-        settings=resources.settings,
-    )
+    return service.Deps.of(resources)
 
 
 IngestDeps = Annotated[service.Deps, Depends(deps)]

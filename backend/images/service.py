@@ -20,6 +20,7 @@ from backend.core.db import commit, on_commit, seconds_between, utcnow
 from backend.core.errors import AppError, Conflict, NotFound
 from backend.core.pagination import PageParams, make_page, newest_first
 from backend.core.pixels import run_pixels
+from backend.core.resources import Resources
 from backend.images.metadata import Metadata, extract
 from backend.images.models import Blob, Image, ImageStatus, Upload
 from backend.images.schemas import Exif, ImageOut, Stats, Thumbnails
@@ -77,6 +78,15 @@ class Deps:
     queue: TaskQueue
     redis: Redis
     settings: Settings
+
+    @classmethod
+    def of(cls, resources: Resources) -> Deps:
+        return cls(
+            storage=resources.storage,
+            queue=resources.queue,
+            redis=resources.redis,
+            settings=resources.settings,
+        )
 
 
 async def create_upload(

@@ -316,6 +316,20 @@ def build_worker(resources: Resources, *, handle_signals: bool = True) -> Worker
     return worker
 
 
+@contextlib.asynccontextmanager
+async def running_worker(resources: Resources) -> AsyncIterator[Worker[WorkerContext]]:
+    """A worker as a task of this process: embedded mode (`make run`) and live tests."""
+    worker = build_worker(resources, handle_signals=False)
+    runner = asyncio.create_task(worker.start())
+    try:
+        yield worker
+    finally:
+        await worker.stop()
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+
+
 async def serve_worker(resources: Resources) -> None:
     """``atelier worker``: run until SIGTERM/SIGINT, then finish or hand back running jobs."""
     worker = build_worker(resources)
@@ -329,4 +343,12 @@ async def serve_worker(resources: Resources) -> None:
     log.info("worker_stopped")
 
 
-__all__ = ["all_models", "RetryLater", "TaskRunner", "build_worker", "run_task", "serve_worker"]
+__all__ = [
+    "RetryLater",
+    "TaskRunner",
+    "all_models",
+    "build_worker",
+    "run_task",
+    "running_worker",
+    "serve_worker",
+]

@@ -17,8 +17,7 @@ from fastapi import FastAPI
 from PIL import Image as PILImage
 from pydantic import SecretStr
 
-from backend.core.resources import Resources
-from backend.tasks.worker import build_worker
+from backend.tasks.worker import running_worker
 from tests.ai.fake_gemini import FakeGemini
 from tests.auth.test_router import assert_problem
 from tests.conftest import AppFactory, SignedIn
@@ -61,19 +60,11 @@ class Live:
 
 
 async def start_live(app: FastAPI) -> AsyncIterator[Live]:
-    resources: Resources = app.state.resources
-    worker = build_worker(resources, handle_signals=False)
-    runner = asyncio.create_task(worker.start())
-    try:
-        async with serve(app) as base:
-            user = await register(base, "ai")
-            headers = {"Cookie": user.cookie_header, **user.csrf}
-            async with httpx.AsyncClient(base_url=base, timeout=30, headers=headers) as c:
-                yield Live(base, app, c, user.id, user)
-    finally:
-        await worker.stop()
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+    async with running_worker(app.state.resources), serve(app) as base:
+        user = await register(base, "ai")
+        headers = {"Cookie": user.cookie_header, **user.csrf}
+        async with httpx.AsyncClient(base_url=base, timeout=30, headers=headers) as c:
+            yield Live(base, app, c, user.id, user)
 
 
 @pytest.fixture

@@ -27,8 +27,7 @@ from starlette.routing import Route
 
 from backend.batches.models import WebhookDelivery
 from backend.batches.webhooks import SIGNATURE_HEADER, verify
-from backend.core.resources import Resources
-from backend.tasks.worker import build_worker
+from backend.tasks.worker import running_worker
 from tests.auth.test_router import assert_problem
 from tests.conftest import AppFactory, SignedIn
 from tests.live import serve
@@ -92,19 +91,11 @@ async def live(make_live_app: AppFactory) -> AsyncIterator[Live]:
             webhook_base_delay_seconds=0.01,
             batch_concurrency=2,
         )
-        resources: Resources = app.state.resources
-        worker = build_worker(resources, handle_signals=False)
-        runner = asyncio.create_task(worker.start())
-        try:
-            async with serve(app) as base:
-                user = await register(base, "shop")
-                headers = {"Cookie": user.cookie_header, **user.csrf}
-                async with httpx.AsyncClient(base_url=base, timeout=30, headers=headers) as c:
-                    yield Live(base, app, c, origin, user)
-        finally:
-            await worker.stop()
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
+        async with running_worker(app.state.resources), serve(app) as base:
+            user = await register(base, "shop")
+            headers = {"Cookie": user.cookie_header, **user.csrf}
+            async with httpx.AsyncClient(base_url=base, timeout=30, headers=headers) as c:
+                yield Live(base, app, c, origin, user)
 
 
 def product_csv(rows: list[tuple[str, str, list[str]]]) -> bytes:

@@ -7,7 +7,6 @@ browser's ``Origin`` against ``allowed_origins``.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,8 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from backend.core.resources import Resources
-from backend.tasks.worker import build_worker
+from backend.tasks.worker import running_worker
 from tests.conftest import IN_CI, AppFactory
 from tests.live import serve
 from tests.servers import free_port
@@ -58,19 +56,11 @@ async def live_url(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     app = make_live_app(env="dev", public_base_url=base, allowed_origins=[base])
-    resources: Resources = app.state.resources
-    worker = build_worker(resources, handle_signals=False)
-    runner = asyncio.create_task(worker.start())
     # serve() picks its own free port; make it pick the one the app was configured for.
     monkeypatch.setattr("tests.live.free_port", lambda: port)
-    try:
-        async with serve(app) as served:
-            assert served == base
-            yield base
-    finally:
-        await worker.stop()
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+    async with running_worker(app.state.resources), serve(app) as served:
+        assert served == base
+        yield base
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from backend.core.db import Database
 from backend.core.resources import Resources
 from backend.images.models import Blob, Upload
 from backend.main import create_app
-from backend.tasks.worker import build_worker
+from backend.tasks.worker import running_worker
 from tests.auth.test_router import assert_problem
 from tests.conftest import PASSWORD, client_for, unique_email
 from tests.servers import S3Server
@@ -98,14 +98,10 @@ async def stack(
     )
     resources = Resources(app_settings, db=committed_database, redis=redis)
     app = create_app(app_settings, resources=resources)
-    worker = build_worker(resources, handle_signals=False)
-    runner = asyncio.create_task(worker.start())
     try:
-        yield Stack(app, kind, resources, s3)
+        async with running_worker(resources):
+            yield Stack(app, kind, resources, s3)
     finally:
-        await worker.stop()
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
         await resources.storage.close()
 
 

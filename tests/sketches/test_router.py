@@ -13,8 +13,7 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image as PILImage
 
-from backend.core.resources import Resources
-from backend.tasks.worker import build_worker
+from backend.tasks.worker import running_worker
 from tests.auth.test_router import assert_problem
 from tests.conftest import AppFactory, SignedIn
 from tests.live import serve
@@ -145,16 +144,8 @@ async def test_create_is_idempotent_and_failed_images_refused(alice: SignedIn) -
 @pytest.fixture
 async def live(make_live_app: AppFactory) -> AsyncIterator[tuple[str, FastAPI]]:
     app = make_live_app(env="dev")
-    resources: Resources = app.state.resources
-    worker = build_worker(resources, handle_signals=False)
-    runner = asyncio.create_task(worker.start())
-    try:
-        async with serve(app) as base:
-            yield base, app
-    finally:
-        await worker.stop()
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+    async with running_worker(app.state.resources), serve(app) as base:
+        yield base, app
 
 
 async def test_sketch_end_to_end_with_progress_on_ws(live: tuple[str, FastAPI]) -> None:

@@ -4,14 +4,13 @@ worker processes, and helpers that wait for a row to reach a state."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from backend.core.db import Database, commit
 from backend.core.resources import Resources
 from backend.tasks import service
 from backend.tasks.models import Task, TaskStatus
-from backend.tasks.worker import build_worker
+from backend.tasks.worker import running_worker
 from tests.conftest import TEST_SECRET
 from tests.servers import Server
 
@@ -119,17 +118,7 @@ async def wait_status(
     )
 
 
-@contextlib.asynccontextmanager
-async def in_process_worker(resources: Resources) -> AsyncIterator[Any]:
-    worker = build_worker(resources, handle_signals=False)
-    runner = asyncio.create_task(worker.start())
-    try:
-        yield worker
-    finally:
-        await worker.stop()
-        runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runner
+in_process_worker = running_worker
 
 
 class WorkerProcess:
