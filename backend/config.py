@@ -186,10 +186,6 @@ class Settings(BaseSettings):
     def run_embedded_worker(self) -> bool:
         return self.redis_url is None if self.embedded_worker is None else self.embedded_worker
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
 
 @lru_cache
 def get_settings() -> Settings:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from backend.config import Settings
+
 PREFIX = "atelier:ai-cache"
 INDEX = f"{PREFIX}:index"
 HITS = f"{PREFIX}:hits"
@@ -48,6 +50,14 @@ class AiCache:
         self.redis = redis
         self.ttl = ttl_seconds
         self.max_entries = max_entries
+
+    @classmethod
+    def configured(cls, redis: Redis, settings: Settings) -> AiCache:
+        return cls(
+            redis,
+            ttl_seconds=settings.ai_cache_ttl_seconds,
+            max_entries=settings.ai_cache_max_entries,
+        )
 
     async def get(self, key: str) -> bytes | None:
         value = await self.redis.get(key)

@@ -112,11 +112,5 @@ async def edit(
 
 @router.get("/api/cache/status", response_model=CacheStatusOut, responses=problem_responses(403))
 async def cache_status(_admin: AdminUser, resources: ResourcesDep) -> CacheStatusOut:
-    settings = resources.settings
-    cache = AiCache(
-        resources.redis,
-        ttl_seconds=settings.ai_cache_ttl_seconds,
-        max_entries=settings.ai_cache_max_entries,
-    )
-    status_now = await cache.status()
+    status_now = await AiCache.configured(resources.redis, resources.settings).status()
     return CacheStatusOut(**status_now.__dict__)

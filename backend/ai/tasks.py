@@ -26,15 +26,6 @@ from backend.tasks.registry import TaskContext, TaskError, task
 MIMES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
 
 
-def _cache(resources: Resources) -> AiCache:
-    settings = resources.settings
-    return AiCache(
-        resources.redis,
-        ttl_seconds=settings.ai_cache_ttl_seconds,
-        max_entries=settings.ai_cache_max_entries,
-    )
-
-
 def _provider(resources: Resources, name: str) -> Provider:
     provider = resources.providers.get(name)
     if provider is None:
@@ -75,7 +66,7 @@ async def make_caption(ctx: TaskContext) -> dict[str, Any]:
     provider = _provider(resources, str(ctx.payload["provider"]))
     await ctx.progress(10, "reading the image")
     _, blob, data = await _original(resources, image_id)
-    cache = _cache(resources)
+    cache = AiCache.configured(resources.redis, resources.settings)
     key = cache_key(
         operation="caption",
         image_sha256=blob.sha256,
@@ -133,7 +124,7 @@ async def make_edit(ctx: TaskContext) -> dict[str, Any]:
         # A rerun after the new image was committed: answer with it.
         return {"image_id": str(done.id), "model": provider.edit_model, "cached": True}
 
-    cache = _cache(resources)
+    cache = AiCache.configured(resources.redis, resources.settings)
     key = cache_key(
         operation="edit",
         image_sha256=blob.sha256,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from redis.asyncio import Redis
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -78,10 +78,6 @@ async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
         select(User).where(User.email == normalize_email(email))
     )
     return user
-
-
-async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
-    return await session.get(User, user_id)
 
 
 async def create_user(
@@ -351,11 +347,3 @@ async def ensure_admin(session: AsyncSession, *, email: str, password: str) -> t
     existing.password_hash = await hash_password(password)
     await session.flush()
     return existing, False
-
-
-async def count_users(session: AsyncSession) -> int:
-    return int(await session.scalar(select(func.count()).select_from(User)) or 0)
-
-
-def expires_in(moment: datetime) -> int:
-    return max(0, int((moment - utcnow()).total_seconds()))

@@ -1,6 +1,7 @@
 """Product CSV batches, one item per input URL, and webhook delivery attempts.
 
-A batch's status and progress are its task's; only the counts live here, updated as items end.
+A batch's status and progress are its task's and its counts are its items'; neither is copied
+onto the batch row, so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -37,8 +38,6 @@ class Batch(IdMixin, TimestampMixin, Base):
         ForeignKey("tasks.id", ondelete="SET NULL"), index=True
     )
     total_images: Mapped[int]
-    processed_images: Mapped[int] = mapped_column(default=0)
-    failed_images: Mapped[int] = mapped_column(default=0)
 
 
 class BatchItem(IdMixin, Base):

@@ -4,18 +4,17 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Response, UploadFile, status
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 from pydantic import BaseModel
 
 from backend.auth.deps import CurrentUser
 from backend.batches import service
-from backend.batches.models import ItemStatus
+from backend.batches.models import BatchItem, ItemStatus
 from backend.core.db import SessionDep
 from backend.core.errors import AppError, problem_responses
 from backend.core.pagination import Page, PageDep
 from backend.core.resources import ResourcesDep
-from backend.storage.base import ObjectNotFound
+from backend.storage.responses import object_response
 from backend.tasks.idempotency import IdempotencyDep
 from backend.tasks.models import TaskStatus
 from backend.tasks.schemas import TaskOut
@@ -177,28 +176,24 @@ async def output_csv(
 async def item_output(
     batch_id: uuid.UUID,
     item_id: uuid.UUID,
+    request: Request,
     user: CurrentUser,
     session: SessionDep,
     resources: ResourcesDep,
 ) -> Response:
     batch = await service.get_batch(session, user_id=user.id, batch_id=batch_id)
-    item = next((i for i in await service.items_of(session, batch) if i.id == item_id), None)
-    if item is None or item.output_key is None:
-        raise AppError("No output for this item.", code="batch.no_output", status=404)
-    storage = resources.storage
-    if storage.kind != "local":
-        url = await storage.presign_get(
-            item.output_key,
-            expires_in=resources.settings.download_url_ttl_seconds,
-            content_type="image/jpeg",
-        )
-        return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
-    try:
-        data = await storage.get(item.output_key)
-    except ObjectNotFound:
-        raise AppError("No output for this item.", code="batch.no_output", status=404) from None
-    return Response(
-        data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
+    item = await session.get(BatchItem, item_id)
+    missing = AppError("No output for this item.", code="batch.no_output", status=404)
+    if item is None or item.batch_id != batch.id or item.output_key is None:
+        raise missing
+    return await object_response(
+        request,
+        resources.storage,
+        item.output_key,
+        etag=item.id.hex,
+        content_type="image/jpeg",
+        expires_in=resources.settings.download_url_ttl_seconds,
+        missing=missing,
     )
 
 

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth.models import User
@@ -112,7 +112,23 @@ async def get_batch(session: AsyncSession, *, user_id: uuid.UUID, batch_id: uuid
     return batch
 
 
-def batch_json(batch: Batch, task: Task | None) -> dict[str, Any]:
+async def item_counts(
+    session: AsyncSession, batch_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, tuple[int, int]]:
+    """(processed, failed) per batch, from its items in one query."""
+    rows = await session.execute(
+        select(BatchItem.batch_id, BatchItem.status, func.count())
+        .where(BatchItem.batch_id.in_(batch_ids), BatchItem.status != ItemStatus.pending)
+        .group_by(BatchItem.batch_id, BatchItem.status)
+    )
+    counts: dict[uuid.UUID, tuple[int, int]] = {}
+    for batch_id, status, n in rows.all():
+        done, failed = counts.get(batch_id, (0, 0))
+        counts[batch_id] = (done + n, failed + (n if status == ItemStatus.failed else 0))
+    return counts
+
+
+def batch_json(batch: Batch, task: Task | None, counts: tuple[int, int] = (0, 0)) -> dict[str, Any]:
     return {
         "id": batch.id,
         "filename": batch.filename,
@@ -121,8 +137,8 @@ def batch_json(batch: Batch, task: Task | None) -> dict[str, Any]:
         "quality": batch.quality,
         "webhook_url": batch.webhook_url,
         "total_images": batch.total_images,
-        "processed_images": batch.processed_images,
-        "failed_images": batch.failed_images,
+        "processed_images": counts[0],
+        "failed_images": counts[1],
         "task_id": batch.task_id,
         "created_at": batch.created_at,
         "finished_at": task.finished_at if task else None,
@@ -131,7 +147,8 @@ def batch_json(batch: Batch, task: Task | None) -> dict[str, Any]:
 
 async def batch_out(session: AsyncSession, batch: Batch) -> dict[str, Any]:
     task = await session.get(Task, batch.task_id) if batch.task_id else None
-    return batch_json(batch, task)
+    counts = await item_counts(session, [batch.id])
+    return batch_json(batch, task, counts.get(batch.id, (0, 0)))
 
 
 async def list_batches(
@@ -144,8 +161,10 @@ async def list_batches(
     task_ids = [row.task_id for row in rows if row.task_id]
     found = list(await session.scalars(select(Task).where(Task.id.in_(task_ids))))
     by_id = {task.id: task for task in found}
+    counts = await item_counts(session, [row.id for row in rows])
     return [
-        batch_json(row, by_id.get(row.task_id) if row.task_id else None) for row in rows
+        batch_json(row, by_id.get(row.task_id) if row.task_id else None, counts.get(row.id, (0, 0)))
+        for row in rows
     ], cursor
 
 

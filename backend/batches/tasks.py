@@ -13,14 +13,14 @@ from functools import partial
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from backend.auth.models import User
 from backend.batches import webhooks
 from backend.batches.fetch import FetchError, post_json
 from backend.batches.fetch import fetch_image as fetch
 from backend.batches.models import Batch, BatchItem, ItemStatus, WebhookDelivery
-from backend.batches.service import fetch_policy, webhook_secret
+from backend.batches.service import fetch_policy, item_counts, webhook_secret
 from backend.core.db import commit, utcnow
 from backend.core.pixels import run_pixels
 from backend.core.resources import Resources
@@ -108,23 +108,7 @@ def _declared_type(data: bytes) -> str:
 
 async def _counts(resources: Resources, batch_id: uuid.UUID) -> tuple[int, int]:
     async with resources.db.sessionmaker() as session:
-        rows = (
-            await session.execute(
-                select(BatchItem.status, func.count())
-                .where(BatchItem.batch_id == batch_id)
-                .group_by(BatchItem.status)
-            )
-        ).all()
-        counts: dict[ItemStatus, int] = dict(rows)
-        done = counts.get(ItemStatus.succeeded, 0) + counts.get(ItemStatus.failed, 0)
-        failed = counts.get(ItemStatus.failed, 0)
-        await session.execute(
-            update(Batch)
-            .where(Batch.id == batch_id)
-            .values(processed_images=done, failed_images=failed)
-        )
-        await commit(session)
-    return done, failed
+        return (await item_counts(session, [batch_id])).get(batch_id, (0, 0))
 
 
 async def _notify(resources: Resources, batch: Batch, user: User, done: int, failed: int) -> None:

@@ -17,7 +17,7 @@ from backend.core.resources import ResourcesDep
 from backend.images import service
 from backend.images.models import ImageStatus
 from backend.images.schemas import ConfirmIn, ImageOut, PresignIn, PresignOut, Stats
-from backend.storage.base import ObjectNotFound
+from backend.storage.responses import object_response
 
 router = APIRouter(tags=["images"], responses=problem_responses(401))
 # Multipart framing around the file: boundaries, part headers, a few small fields.
@@ -211,24 +211,15 @@ async def thumbnail(
         raise AppError(
             "The thumbnail is not ready yet.", code="image.thumbnail_not_ready", status=404
         )
-    storage = resources.storage
-    if storage.kind != "local":
-        url = await storage.presign_get(
-            key, expires_in=resources.settings.download_url_ttl_seconds, content_type="image/jpeg"
-        )
-        return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
-    # Local storage: the bytes from here, cacheable, since they never change for this image.
-    etag = f'"{blob.sha256[:32]}-{size}"'
-    headers = {"ETag": etag, "Cache-Control": "private, max-age=86400"}
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    try:
-        data = await storage.get(key)
-    except ObjectNotFound:
-        raise AppError(
-            "The thumbnail is missing.", code="image.thumbnail_not_ready", status=404
-        ) from None
-    return Response(data, media_type="image/jpeg", headers=headers)
+    return await object_response(
+        request,
+        resources.storage,
+        key,
+        etag=f"{blob.sha256[:32]}-{size}",
+        content_type="image/jpeg",
+        expires_in=resources.settings.download_url_ttl_seconds,
+        missing=AppError("The thumbnail is missing.", code="image.thumbnail_not_ready", status=404),
+    )
 
 
 @router.get(

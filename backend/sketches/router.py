@@ -3,7 +3,6 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Request, Response, status
-from fastapi.responses import RedirectResponse
 
 from backend.auth.deps import CurrentUser
 from backend.core.db import SessionDep
@@ -15,7 +14,7 @@ from backend.sketches import service
 from backend.sketches.gallery import preview
 from backend.sketches.schemas import Available, Created, CreateIn, MethodOut, SketchOut, StyleOut
 from backend.sketches.styles import METHODS, STYLES
-from backend.storage.base import ObjectNotFound
+from backend.storage.responses import object_response
 from backend.tasks import service as tasks
 from backend.tasks.idempotency import IdempotencyDep
 from backend.tasks.models import Task
@@ -116,28 +115,15 @@ async def result(
     sketch = await service.get_sketch(session, user_id=user.id, sketch_id=sketch_id)
     if sketch.result_key is None:
         raise AppError("The sketch is not ready.", code="sketch.not_ready", status=404)
-    storage = resources.storage
-    filename = f"sketch-{sketch.style}-{sketch.method}.{sketch.params.get('format', 'png')}"
-    if storage.kind != "local":
-        url = await storage.presign_get(
-            sketch.result_key,
-            expires_in=resources.settings.download_url_ttl_seconds,
-            filename=filename,
-            content_type=sketch.content_type,
-        )
-        return RedirectResponse(url, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
-    etag = f'"{sketch.id.hex}"'
-    headers = {"ETag": etag, "Cache-Control": "private, max-age=86400"}
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    try:
-        data = await storage.get(sketch.result_key)
-    except ObjectNotFound:
-        raise AppError(
-            "The sketch result is missing.", code="sketch.not_ready", status=404
-        ) from None
-    return Response(
-        data, media_type=sketch.content_type or "application/octet-stream", headers=headers
+    return await object_response(
+        request,
+        resources.storage,
+        sketch.result_key,
+        etag=sketch.id.hex,
+        content_type=sketch.content_type or "application/octet-stream",
+        expires_in=resources.settings.download_url_ttl_seconds,
+        missing=AppError("The sketch result is missing.", code="sketch.not_ready", status=404),
+        filename=f"sketch-{sketch.style}-{sketch.method}.{sketch.params.get('format', 'png')}",
     )
 
 

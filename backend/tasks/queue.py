@@ -79,9 +79,6 @@ class TaskQueue:
         job = await self.saq.job(str(task_id))
         return job.status if job is not None else None
 
-    async def has_pending_job(self, task_id: uuid.UUID) -> bool:
-        return await self.job_status(task_id) in _PENDING
-
     async def drop_stale_job(self, task_id: uuid.UUID) -> None:
         """Finish a job whose worker died, so the task's key can be enqueued afresh."""
         job = await self.saq.job(str(task_id))

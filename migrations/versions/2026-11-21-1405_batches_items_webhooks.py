@@ -30,8 +30,6 @@ def upgrade() -> None:
     sa.Column('rows', sa.JSON(), nullable=False),
     sa.Column('task_id', sa.Uuid(), nullable=True),
     sa.Column('total_images', sa.Integer(), nullable=False),
-    sa.Column('processed_images', sa.Integer(), nullable=False),
-    sa.Column('failed_images', sa.Integer(), nullable=False),
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['task_id'], ['tasks.id'], name=op.f('fk_batches_task_id_tasks'), ondelete='SET NULL'),

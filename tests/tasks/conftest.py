@@ -23,7 +23,6 @@ from backend.core.db import Database, commit
 from backend.core.resources import Resources
 from backend.tasks import service
 from backend.tasks.models import Task, TaskStatus
-from backend.tasks.worker import running_worker
 from tests.conftest import TEST_SECRET
 from tests.servers import Server
 
@@ -116,9 +115,6 @@ async def wait_status(
         timeout=timeout,
         what=f"status {statuses}",
     )
-
-
-in_process_worker = running_worker
 
 
 class WorkerProcess:

@@ -18,11 +18,11 @@ from backend.tasks import service
 from backend.tasks.events import CHANNEL
 from backend.tasks.models import Task, TaskStatus
 from backend.tasks.sweeper import sweep_once
+from backend.tasks.worker import running_worker
 from tests.servers import restart_redis
 from tests.tasks.conftest import (
     CreateTask,
     SpawnWorker,
-    in_process_worker,
     load,
     wait_for,
     wait_status,
@@ -36,7 +36,7 @@ async def test_lifecycle_events_and_monotonic_progress(
     await pubsub.subscribe(CHANNEL)
     try:
         task_id = await create_task("test.steps", steps=6)
-        async with in_process_worker(resources):
+        async with running_worker(resources):
             task = await wait_status(resources, task_id, TaskStatus.succeeded)
         seen: list[dict[str, object]] = []
         quiet_until = time.monotonic() + 1.0
@@ -70,7 +70,7 @@ async def test_lifecycle_events_and_monotonic_progress(
 
 async def test_retry_then_success(resources: Resources, create_task: CreateTask) -> None:
     task_id = await create_task("test.flaky", succeed_on=2)
-    async with in_process_worker(resources):
+    async with running_worker(resources):
         task = await wait_status(resources, task_id, TaskStatus.succeeded, TaskStatus.failed)
     assert task.status == TaskStatus.succeeded
     assert task.attempts == 2
@@ -82,7 +82,7 @@ async def test_retry_budget_exhausted_fails_and_worker_lives_on(
     resources: Resources, create_task: CreateTask
 ) -> None:
     broken = await create_task("test.broken")
-    async with in_process_worker(resources):
+    async with running_worker(resources):
         task = await wait_status(resources, broken, TaskStatus.failed)
         after = await create_task("test.steps", steps=2)
         assert (await wait_status(resources, after, TaskStatus.succeeded)).progress == 100
@@ -97,7 +97,7 @@ async def test_non_retryable_error_and_timeout(
 ) -> None:
     invalid = await create_task("test.invalid")
     slow = await create_task("test.slow")
-    async with in_process_worker(resources):
+    async with running_worker(resources):
         invalid_task = await wait_status(resources, invalid, TaskStatus.failed)
         slow_task = await wait_status(resources, slow, TaskStatus.failed)
     assert invalid_task.attempts == 1
@@ -117,7 +117,7 @@ async def test_cancel_queued_never_starts(
         )
         assert canceled.status == TaskStatus.canceled
         await session.commit()
-    async with in_process_worker(resources):
+    async with running_worker(resources):
         # The job is still in the queue; the worker must take it and leave the row alone.
         await asyncio.sleep(1.0)
         assert await resources.queue.depth() == 0
@@ -131,7 +131,7 @@ async def test_cancel_running_stops_at_next_checkpoint(
     resources: Resources, create_task: CreateTask, user_id: uuid.UUID
 ) -> None:
     task_id = await create_task("test.steps", steps=200, delay=0.05)
-    async with in_process_worker(resources):
+    async with running_worker(resources):
         await wait_for(resources, task_id, lambda t: t.progress >= 2, what="some progress")
         async with resources.db.sessionmaker() as session:
             await service.cancel_task(session, resources.redis, user_id=user_id, task_id=task_id)
@@ -163,11 +163,11 @@ async def test_double_enqueue_runs_once(resources: Resources, create_task: Creat
     # The sweeper, a retried request or a slow commit may enqueue again: saq dedupes by key.
     assert await resources.queue.enqueue(task_id, "test.steps") is False
     assert await resources.queue.depth() == 1
-    async with in_process_worker(resources):
+    async with running_worker(resources):
         task = await wait_status(resources, task_id, TaskStatus.succeeded)
         # saq finishes its job just after the row commits.
         for _ in range(100):
-            if not await resources.queue.has_pending_job(task_id):
+            if await resources.queue.job_status(task_id) == "complete":
                 break
             await asyncio.sleep(0.02)
         # Even a job delivered again after success is a no-op on the row.
@@ -196,7 +196,7 @@ async def test_sweeper_requeues_rows_whose_job_vanished(
         row.deadline_at = row.created_at
         await session.commit()
     assert (await sweep_once(resources)).requeued == []
-    async with in_process_worker(resources):
+    async with running_worker(resources):
         await wait_status(resources, task_id, TaskStatus.succeeded)
 
 
