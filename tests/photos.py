@@ -24,6 +24,7 @@ PHOTO = DATA / "two-wings.jpg"  # 2560×1600 macro photograph
 def photo_jpeg(megapixels: float = 12.0, *, quality: int = 90) -> bytes:
     """A JPEG of about ``megapixels`` MP, made from the real photograph ``PHOTO``."""
     image = cv2.imread(str(PHOTO), cv2.IMREAD_COLOR)
+    assert image is not None, PHOTO
     height, width = image.shape[:2]
     scale = math.sqrt(megapixels * 1e6 / (width * height))
     size = (round(width * scale), round(height * scale))
