@@ -70,20 +70,7 @@ class Resources:
     def providers(self) -> dict[str, Provider]:
         from backend.ai.providers.base import ProviderSettings, build_providers
 
-        settings = self.settings
-        return build_providers(
-            ProviderSettings(
-                gemini_api_key=(
-                    settings.gemini_api_key.get_secret_value() if settings.gemini_api_key else None
-                ),
-                gemini_base_url=settings.gemini_base_url,
-                caption_model=settings.gemini_caption_model,
-                edit_model=settings.gemini_edit_model,
-                timeout_seconds=settings.gemini_timeout_seconds,
-                max_retries=settings.gemini_max_retries,
-                image_max_side=settings.ai_image_max_side,
-            )
-        )
+        return build_providers(ProviderSettings.from_settings(self.settings))
 
     @cached_property
     def hub(self) -> Hub:
