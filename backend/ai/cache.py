@@ -163,22 +163,15 @@ class AiCache:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.get(redis_key)
             pipe.pttl(redis_key)
-            pipe.incr(HITS)
-            value, pttl, _ = await pipe.execute()
-        if value is None:
-            # Counted as a hit above to save a round trip on the common path; set it right.
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.decr(HITS)
-                pipe.incr(MISSES)
-                await pipe.execute()
-            return None
-        if isinstance(pttl, int) and pttl > 0:
-            meta = _meta_key(redis_key)
-            # The hash lives exactly as long as its value, so a late count leaves nothing behind.
-            async with self.redis.pipeline(transaction=False) as pipe:
+            value, pttl = await pipe.execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(HITS if value is not None else MISSES)
+            if value is not None and isinstance(pttl, int) and pttl > 0:
+                meta = _meta_key(redis_key)
+                # The hash lives exactly as long as its value, so a late count leaves nothing.
                 pipe.hincrby(meta, "hits", 1)
                 pipe.pexpire(meta, pttl)
-                await pipe.execute()
+            await pipe.execute()
         # The clients are made with decode_responses=False: values are bytes.
         return value if isinstance(value, bytes) else None
 
