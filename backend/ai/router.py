@@ -153,6 +153,7 @@ async def caption(
             image_id=body.image_id,
             provider=provider,
             operator=operator,
+            others=resources.providers.values(),
         )
         return TaskOut.model_validate(task)
 
@@ -192,6 +193,7 @@ async def edit(
             reference_image_id=body.reference_image_id,
             provider=provider,
             operator=operator,
+            others=resources.providers.values(),
         )
         return TaskOut.model_validate(task)
 

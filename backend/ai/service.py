@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -70,27 +70,50 @@ def check_supported(
     prompt: str = "",
     with_reference: bool = False,
     operator: bool = False,
+    others: Iterable[Provider] = (),
 ) -> None:
-    """Refuse, before a task exists or quota is taken, what the provider certainly cannot do."""
-    capabilities = provider.capabilities
+    """Refuse, before a task exists or quota is taken, what the provider certainly cannot do.
+
+    The problem names the configured ``others`` that could (``alternatives``); when there are
+    none, an admin is told which settings would add one.
+    """
     try:
-        if operation == CAPTION_KIND and not capabilities.caption:
-            raise ProviderError(
-                f"The {provider.name} provider makes no captions.", code=UNSUPPORTED_EDIT
-            )
-        if operation == EDIT_KIND:
-            if not capabilities.edit:
-                raise ProviderError(
-                    f"The {provider.name} provider makes no edits.", code=UNSUPPORTED_EDIT
-                )
-            provider.check_edit(prompt, with_reference=with_reference)
+        _check(provider, operation, prompt, with_reference)
     except ProviderError as exc:
         extra: dict[str, Any] = {"provider": provider.name}
-        if capabilities.edits is not None:
-            extra["edits"] = list(capabilities.edits)
-        if operator:
+        if provider.capabilities.edits is not None:
+            extra["edits"] = list(provider.capabilities.edits)
+        alternatives = [
+            other.name
+            for other in others
+            if other.name != provider.name and _can(other, operation, prompt, with_reference)
+        ]
+        if alternatives:
+            extra["alternatives"] = alternatives
+        elif operator:
             extra["hint"] = f"Set {_remote_settings()} to enable a provider that can do this."
         raise AiError(str(exc), code=UNSUPPORTED_EDIT, **extra) from None
+
+
+def _check(provider: Provider, operation: str, prompt: str, with_reference: bool) -> None:
+    if operation == CAPTION_KIND and not provider.capabilities.caption:
+        raise ProviderError(
+            f"The {provider.name} provider makes no captions.", code=UNSUPPORTED_EDIT
+        )
+    if operation == EDIT_KIND:
+        if not provider.capabilities.edit:
+            raise ProviderError(
+                f"The {provider.name} provider makes no edits.", code=UNSUPPORTED_EDIT
+            )
+        provider.check_edit(prompt, with_reference=with_reference)
+
+
+def _can(provider: Provider, operation: str, prompt: str, with_reference: bool) -> bool:
+    try:
+        _check(provider, operation, prompt, with_reference)
+    except ProviderError:
+        return False
+    return True
 
 
 def check_prompt(prompt: str, *, max_chars: int) -> str:
@@ -146,9 +169,10 @@ async def create_caption(
     image_id: uuid.UUID,
     provider: Provider,
     operator: bool = False,
+    others: Iterable[Provider] = (),
 ) -> Task:
     image = await _usable_image(session, user_id=user_id, image_id=image_id)
-    check_supported(provider, operation=CAPTION_KIND, operator=operator)
+    check_supported(provider, operation=CAPTION_KIND, operator=operator, others=others)
     await take_quota(redis, settings, user_id=user_id)
     return await tasks.create_task(
         session,
@@ -173,6 +197,7 @@ async def create_edit(
     reference_image_id: uuid.UUID | None,
     provider: Provider,
     operator: bool = False,
+    others: Iterable[Provider] = (),
 ) -> Task:
     text = check_prompt(prompt, max_chars=settings.ai_prompt_max_chars)
     image = await _usable_image(session, user_id=user_id, image_id=image_id)
@@ -185,6 +210,7 @@ async def create_edit(
         prompt=text,
         with_reference=reference_image_id is not None,
         operator=operator,
+        others=others,
     )
     await take_quota(redis, settings, user_id=user_id)
     return await tasks.create_task(

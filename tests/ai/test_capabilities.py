@@ -88,6 +88,7 @@ async def test_admins_are_told_how_to_get_a_provider_that_can(admin: SignedIn) -
     body = assert_problem(answer, 422, "ai.unsupported_edit")
     assert "GEMINI_API_KEY" in str(body["hint"])
     assert "OPENAI_API_KEY" in str(body["hint"])
+    assert "alternatives" not in body  # none configured
 
 
 def by_id(answer: Any) -> dict[str, dict[str, Any]]:
@@ -145,3 +146,12 @@ async def test_configured_providers_and_the_default(make_app: AppFactory, sign_u
     )
     assert answer.status_code == 202, answer.text
     assert answer.json()["kind"] == "edit"
+    # Asking the local provider for it names the configured one that can, for anyone.
+    local = await user.client.post(
+        "/api/ai/edit",
+        json={"image_id": image["id"], "prompt": "add a party hat", "provider": "local"},
+        headers=user.csrf,
+    )
+    body = assert_problem(local, 422, "ai.unsupported_edit")
+    assert body["alternatives"] == ["openai"]
+    assert "hint" not in body

@@ -3,6 +3,7 @@ real openai SDK against the local fake, and the results land on the images."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator
 
@@ -105,3 +106,25 @@ async def test_openai_failures_become_task_errors(
     # A bad answer may be a fluke: the task engine tries again, up to the caption task's limit.
     assert (task["status"], task["error_code"]) == ("failed", "ai.bad_response")
     assert task["attempts"] == 3
+
+
+async def test_auto_caption_uses_openai_when_it_is_the_default(
+    make_live_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    app = make_live_app(
+        env="dev",
+        auto_caption=True,
+        openai_api_key=SecretStr("sk-test-openai"),
+        openai_base_url=fake_openai.base_url,
+        openai_max_retries=0,
+    )
+    fake_openai.reply_text("A green square.")
+    async for live in start_live(app):
+        image = await upload(live.client, solid((30, 160, 40)))
+        for _ in range(300):
+            body = (await live.client.get(f"/api/images/{image['id']}")).json()
+            if body["caption"]:
+                break
+            await asyncio.sleep(0.1)
+        assert (body["caption"], body["caption_model"]) == ("A green square.", "gpt-4o-mini")
+        assert [r.path for r in fake_openai.requests] == [CHAT_PATH]

@@ -50,7 +50,8 @@ _BLOCK_CODES = frozenset({"content_policy_violation", "moderation_blocked", "con
 # A 429 for an exhausted balance is not a rate limit: waiting does not clear it.
 _QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
 _QUOTES = "\"'“”‘’«»"
-_CAPTION_MAX_TOKENS = 120
+# Room for a 30-word sentence, and for the reasoning tokens some vision models spend first.
+_CAPTION_MAX_TOKENS = 300
 
 
 class OpenAIProvider:
