@@ -50,15 +50,15 @@ def _migrate(_: argparse.Namespace) -> int:
 
 
 def _worker(_: argparse.Namespace) -> int:
+    from backend.composition import AppResources
     from backend.core.logging import configure_logging
-    from backend.core.resources import Resources
     from backend.tasks.worker import serve_worker
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     if settings.redis_url is None:
         raise SystemExit("atelier worker needs REDIS_URL; without it the API runs its own worker")
-    asyncio.run(serve_worker(Resources(settings)))
+    asyncio.run(serve_worker(AppResources(settings)))
     return 0
 
 

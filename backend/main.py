@@ -17,11 +17,11 @@ from backend.ai.router import router as ai_router
 from backend.auth.router import admin_router
 from backend.auth.router import router as auth_router
 from backend.batches.router import router as batches_router
+from backend.composition import AppResources
 from backend.config import Settings, get_settings
 from backend.core.errors import PROBLEM_JSON, Problem, install_error_handlers
 from backend.core.logging import configure_logging
 from backend.core.middleware import RequestContextMiddleware
-from backend.core.resources import Resources
 from backend.images.router import router as images_router
 from backend.ops.router import router as ops_router
 from backend.realtime.router import router as realtime_router
@@ -36,9 +36,11 @@ catalogues from CSV. Sign in with cookies (send `X-CSRF-Token` on unsafe request
 `X-API-Key` header. Errors are RFC 9457 problem details with a stable `code`."""
 
 
-def create_app(settings: Settings | None = None, *, resources: Resources | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, resources: AppResources | None = None
+) -> FastAPI:
     settings = settings or get_settings()
-    resources = resources or Resources(settings)
+    resources = resources or AppResources(settings)
     configure_logging(settings.log_level, json=settings.log_json)
 
     load_task_modules(settings.task_modules)

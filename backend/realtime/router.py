@@ -35,6 +35,7 @@ from backend.auth.tokens import InvalidToken, decode_access_token
 from backend.core.db import commit
 from backend.core.errors import AppError
 from backend.core.resources import Resources
+from backend.realtime.deps import realtime_hub
 from backend.realtime.hub import RESYNC, HubClosed, SlowConsumer, Subscription
 from backend.tasks.events import task_json
 from backend.tasks.service import active_tasks
@@ -156,7 +157,7 @@ async def _serve(websocket: WebSocket, resources: Resources, user_id: uuid.UUID)
     try:
         # Subscribed before the handshake completes and before the snapshot is read: no change
         # can fall between the two, and a client that is connected is already listening.
-        async with resources.hub.subscribe(user_id) as sub:
+        async with realtime_hub(resources).subscribe(user_id) as sub:
             await websocket.accept()
             forward = asyncio.create_task(_forward(websocket, resources, sub, user_id))
             listen = asyncio.create_task(_until_client_leaves(websocket))
