@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from backend.config import get_settings
+from backend.config import ConfigError, get_settings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -236,11 +236,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# sysexits.h EX_CONFIG: the process was given settings it must not run with.
+EXIT_CONFIG = 78
+_NEEDS_SETTINGS = {"serve", "worker", "migrate", "create-admin"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command in _NEEDS_SETTINGS:
+            get_settings()  # refuse bad configuration before anything starts
         result: int = args.func(args)
+    except ConfigError as exc:
+        # One line an operator (or Cloud Logging) can read, never a validation traceback.
+        print(f"atelier: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_CONFIG
     except _CliError as exc:
         # argparse's own convention: usage mistakes exit with 2 and a one-line message.
         print(f"atelier {args.command}: error: {exc}", file=sys.stderr)  # noqa: T201

@@ -8,15 +8,30 @@ platforms and tooling set without a prefix (``DATABASE_URL``, ``REDIS_URL``, ``S
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # A recognisable placeholder: it is what dev mode runs with, and what production refuses.
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"
 MIN_SECRET_KEY_LENGTH = 32
+# Values copied from documentation without being filled in: `<password>`, `CHANGE_ME`, ….
+_PLACEHOLDER = re.compile(r"[<>{}]|change[-_]?me|placeholder|your[-_]|\.invalid\b|\bx{3,}\b", re.I)
+
+
+class ConfigError(Exception):
+    """Settings the process must not start with; the message is one line meant for operators."""
 
 
 def _env(name: str) -> AliasChoices:
@@ -147,27 +162,58 @@ class Settings(BaseSettings):
         return None if value == "" else value
 
     @model_validator(mode="after")
-    def _loopback_fetches_only_in_tests(self) -> Settings:
-        if self.fetch_allow_loopback_hosts and self.env == "prod":
-            raise ValueError(
-                "ATELIER_FETCH_ALLOW_LOOPBACK_HOSTS is a test setting; it is refused in prod"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _refuse_default_secret(self) -> Settings:
+    def _refuse_unsafe_config(self) -> Settings:
+        """Outside dev: a real secret. In prod, also the real services: without them each
+        instance would quietly get its own SQLite file (unwritable in the image), fakeredis
+        queue, rate limits and worker. Every problem is reported at once, on one line."""
         if self.env == "dev":
             if self.secret_key is None:
                 self.secret_key = SecretStr(DEV_SECRET_KEY)
             return self
+        problems = []
         key = self.secret_key.get_secret_value() if self.secret_key else ""
         if not key or key == DEV_SECRET_KEY or len(key) < MIN_SECRET_KEY_LENGTH:
-            raise ValueError(
+            problems.append(
                 f"ATELIER_SECRET_KEY must be set to a random value of at least "
                 f"{MIN_SECRET_KEY_LENGTH} characters outside ATELIER_ENV=dev "
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
             )
+        if self.env == "prod":
+            problems.extend(self._prod_problems())
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    def _prod_problems(self) -> list[str]:
+        problems = []
+        if _scheme(self.database_url) not in ("postgresql", "postgresql+asyncpg"):
+            problems.append(
+                "ATELIER_DATABASE_URL (or DATABASE_URL) must be a Postgres URL in prod "
+                "(postgresql+asyncpg://USER:PASSWORD@HOST/DB)"
+            )
+        elif not _usable(self.database_url):
+            problems.append("ATELIER_DATABASE_URL is a placeholder, not a Postgres URL")
+        if self.redis_url is None:
+            problems.append(
+                "ATELIER_REDIS_URL (or REDIS_URL) is required in prod (redis://HOST:6379/0), "
+                "or each instance gets its own in-process queue and rate limits"
+            )
+        elif _scheme(self.redis_url) not in ("redis", "rediss", "unix") or not _usable(
+            self.redis_url
+        ):
+            problems.append("ATELIER_REDIS_URL must be a redis://, rediss:// or unix:// URL")
+        if _scheme(self.storage_url) != "s3" or not _usable(self.storage_url):
+            problems.append(
+                "ATELIER_STORAGE_URL (or STORAGE_URL) must be s3://BUCKET?… in prod "
+                "(a local folder is neither shared nor writable in the image)"
+            )
+        if self.embedded_worker:
+            problems.append("ATELIER_EMBEDDED_WORKER is refused in prod: run `atelier worker`")
+        if self.fetch_allow_loopback_hosts:
+            problems.append(
+                "ATELIER_FETCH_ALLOW_LOOPBACK_HOSTS is a test setting; it is refused in prod"
+            )
+        return problems
 
     @property
     def dev(self) -> bool:
@@ -187,6 +233,36 @@ class Settings(BaseSettings):
         return self.redis_url is None if self.embedded_worker is None else self.embedded_worker
 
 
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def _usable(url: str) -> bool:
+    """A URL with a host (or a bucket, or a socket path) that is not a documentation stand-in."""
+    parts = urlsplit(url)
+    return bool(parts.netloc or parts.path.strip("/")) and not _PLACEHOLDER.search(url)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or a ConfigError whose message fits on one line."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    messages = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["loc"]:
+            field = str(error["loc"][0])
+            name = field if field.isupper() else f"ATELIER_{field.upper()}"
+            message = f"{name}: {message}"
+        messages.append(message)
+    return "; ".join(messages).replace("\n", " ")
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()
