@@ -28,9 +28,9 @@ def _serve(args: argparse.Namespace) -> int:
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
-        # Cloud Run and load balancers put the client address in X-Forwarded-For.
-        proxy_headers=True,
-        forwarded_allow_ips=args.forwarded_allow_ips,
+        # uvicorn would take the leftmost X-Forwarded-For entry, which the client writes; the
+        # app reads it from the right instead (TRUSTED_PROXY_HOPS, backend/core/proxy.py).
+        proxy_headers=False,
         log_config=None,
         ws="websockets-sansio",
         ws_ping_interval=25,
@@ -197,7 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--migrate", action="store_true", help="run migrations first")
-    serve.add_argument("--forwarded-allow-ips", default="127.0.0.1")
     serve.set_defaults(func=_serve)
 
     worker = sub.add_parser("worker", help="run background tasks from the Redis queue")

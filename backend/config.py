@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     login_max_failures_per_email: int = Field(default=5, ge=1)
     login_max_failures_per_ip: int = Field(default=30, ge=1)
     login_failure_window_seconds: int = Field(default=900, ge=1)
+    # Proxies in front of the app that append to X-Forwarded-For (Cloud Run: 1). The client is
+    # that many entries from the right; 0 ignores the header and uses the connection's peer.
+    trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
 
     # Uploads. MAX_IMAGE_PIXELS is imgproxy's default: 50 MP.
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)

@@ -22,6 +22,7 @@ from backend.config import Settings, get_settings
 from backend.core.errors import PROBLEM_JSON, Problem, install_error_handlers
 from backend.core.logging import configure_logging
 from backend.core.middleware import RequestContextMiddleware
+from backend.core.proxy import TrustedProxyMiddleware
 from backend.images.router import router as images_router
 from backend.ops.router import router as ops_router
 from backend.realtime.router import router as realtime_router
@@ -80,6 +81,9 @@ def create_app(
         ],
         expose_headers=["X-Request-ID", "Retry-After"],
     )
+    # Just inside the request context: the client address is settled before anything reads
+    # it, and bound to the request's log lines.
+    app.add_middleware(TrustedProxyMiddleware, hops=settings.trusted_proxy_hops)
     # Added last so it is outermost: every answer, even a CORS refusal, gets a request id.
     app.add_middleware(RequestContextMiddleware, gcp_project=settings.google_cloud_project)
 
