@@ -18,16 +18,25 @@ if TYPE_CHECKING:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
+    # --host/--port win over the environment, and the settings (signed URLs, allowed origins)
+    # must be derived from the address actually served: hand them over as settings.
+    if args.host:
+        os.environ["ATELIER_HOST"] = args.host
+    if args.port:
+        os.environ["ATELIER_PORT"] = str(args.port)
+    get_settings.cache_clear()
     settings = get_settings()
     if args.migrate:
         _migrate(args)
     uvicorn.run(
         "backend.main:create_app",
         factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
+        host=settings.host,
+        port=settings.port,
         # uvicorn would take the leftmost X-Forwarded-For entry, which the client writes; the
         # app reads it from the right instead (TRUSTED_PROXY_HOPS, backend/core/proxy.py).
         proxy_headers=False,

@@ -61,10 +61,9 @@ class Settings(BaseSettings):
     storage_url: str = Field(default="file://./var/storage", validation_alias=_env("STORAGE_URL"))
     gemini_api_key: SecretStr | None = Field(default=None, validation_alias=_env("GEMINI_API_KEY"))
 
-    allowed_origins: Annotated[list[str], NoDecode] = [
-        "http://127.0.0.1:8000",
-        "http://localhost:8000",
-    ]
+    # Origins allowed by CORS and the /ws Origin check, besides PUBLIC_BASE_URL's own. Unset
+    # outside prod: the loopback origins of the port actually served.
+    allowed_origins: Annotated[list[str], NoDecode] = []
 
     access_token_ttl_seconds: int = Field(default=900, ge=30)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
@@ -83,7 +82,8 @@ class Settings(BaseSettings):
     # Uploads (presigned and direct) one user may start per minute, across all instances.
     upload_rate_per_minute: int = Field(default=60, ge=1)
     # Where the app is reached from browsers; the local storage backend signs URLs under it.
-    public_base_url: str = "http://127.0.0.1:8000"
+    # Unset outside prod: http://HOST:PORT of the address actually served. Required in prod.
+    public_base_url: str = ""
 
     # AI. Gemini is used when GEMINI_API_KEY is set; the local provider is always there.
     gemini_base_url: str | None = Field(
@@ -165,6 +165,22 @@ class Settings(BaseSettings):
         return None if value == "" else value
 
     @model_validator(mode="after")
+    def _derive_local_addresses(self) -> Settings:
+        """`ATELIER_PORT=8011 make run` signs its forms for :8011 and accepts its own pages'
+        WebSocket; prod derives nothing (it listens on 0.0.0.0 behind a front end)."""
+        if self.env == "prod":
+            return self
+        host = self.host if self.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+        if not self.public_base_url:
+            self.public_base_url = f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+        if "allowed_origins" not in self.model_fields_set:
+            self.allowed_origins = [
+                f"http://127.0.0.1:{self.port}",
+                f"http://localhost:{self.port}",
+            ]
+        return self
+
+    @model_validator(mode="after")
     def _refuse_unsafe_config(self) -> Settings:
         """Outside dev: a real secret. In prod, also the real services: without them each
         instance would quietly get its own SQLite file (unwritable in the image), fakeredis
@@ -212,11 +228,36 @@ class Settings(BaseSettings):
             )
         if self.embedded_worker:
             problems.append("ATELIER_EMBEDDED_WORKER is refused in prod: run `atelier worker`")
+        if not _usable(self.public_base_url) or _scheme(self.public_base_url) not in (
+            "http",
+            "https",
+        ):
+            problems.append(
+                "ATELIER_PUBLIC_BASE_URL is required in prod: the https:// address browsers use "
+                "(signed links and the WebSocket's allowed origin come from it)"
+            )
         if self.fetch_allow_loopback_hosts:
             problems.append(
                 "ATELIER_FETCH_ALLOW_LOOPBACK_HOSTS is a test setting; it is refused in prod"
             )
         return problems
+
+    @property
+    def public_origin(self) -> str:
+        """PUBLIC_BASE_URL as a browser writes it in ``Origin``: no path, no default port."""
+        parts = urlsplit(self.public_base_url)
+        scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+        if ":" in host:
+            host = f"[{host}]"
+        default = {"http": 80, "https": 443}.get(scheme)
+        port = f":{parts.port}" if parts.port and parts.port != default else ""
+        return f"{scheme}://{host}{port}"
+
+    @property
+    def browser_origins(self) -> list[str]:
+        """Origins allowed by CORS and /ws: the app's own (always) and ALLOWED_ORIGINS."""
+        origins = [self.public_origin] if self.public_base_url else []
+        return origins + [o for o in self.allowed_origins if o not in origins]
 
     @property
     def dev(self) -> bool:

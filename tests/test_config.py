@@ -13,7 +13,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("DATABASE_URL", "REDIS_URL", "STORAGE_URL", "GEMINI_API_KEY", "PORT"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(f"ATELIER_{name}", raising=False)
-    for name in ("ATELIER_ENV", "ATELIER_SECRET_KEY", "ATELIER_ALLOWED_ORIGINS"):
+    for name in (
+        "ATELIER_ENV",
+        "ATELIER_SECRET_KEY",
+        "ATELIER_ALLOWED_ORIGINS",
+        "ATELIER_PUBLIC_BASE_URL",
+        "ATELIER_HOST",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir("/")  # no stray .env file
 
@@ -52,6 +58,7 @@ def test_plain_platform_names_and_prefix(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("GEMINI_API_KEY", "g-key")
     monkeypatch.setenv("PORT", "8080")
     monkeypatch.setenv("ATELIER_ALLOWED_ORIGINS", "https://a.example, https://b.example/")
+    monkeypatch.setenv("ATELIER_PUBLIC_BASE_URL", "https://atelier.example")
     settings = Settings()
     assert settings.env == "prod"
     assert settings.cookie_secure is True
@@ -75,6 +82,7 @@ PROD = {
     "DATABASE_URL": "postgresql+asyncpg://atelier:pw@10.0.0.3/atelier",
     "REDIS_URL": "redis://10.0.0.4:6379/0",
     "STORAGE_URL": "s3://atelier-images?endpoint_url=https://storage.googleapis.com",
+    "ATELIER_PUBLIC_BASE_URL": "https://atelier-api-xyz-ew.a.run.app",
 }
 
 
@@ -104,6 +112,8 @@ def test_prod_accepts_the_real_services(monkeypatch: pytest.MonkeyPatch) -> None
         ("STORAGE_URL", "s3://CHANGE_ME", "ATELIER_STORAGE_URL"),
         ("ATELIER_SECRET_KEY", None, "ATELIER_SECRET_KEY"),
         ("ATELIER_EMBEDDED_WORKER", "true", "ATELIER_EMBEDDED_WORKER"),
+        ("ATELIER_PUBLIC_BASE_URL", None, "ATELIER_PUBLIC_BASE_URL"),
+        ("ATELIER_PUBLIC_BASE_URL", "https://<service-url>", "ATELIER_PUBLIC_BASE_URL"),
     ],
 )
 def test_prod_refuses_each_missing_or_embedded_piece(
@@ -145,3 +155,46 @@ def test_a_malformed_value_is_one_line_naming_the_variable(
     assert "PORT:" in message
     assert "ATELIER_LOGIN_MAX_FAILURES_PER_IP:" in message
     assert "\n" not in message
+
+
+def test_unset_addresses_follow_the_port_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATELIER_ENV", "dev")
+    monkeypatch.setenv("ATELIER_PORT", "8011")
+    settings = load_settings()
+    assert settings.public_base_url == "http://127.0.0.1:8011"
+    assert settings.browser_origins == ["http://127.0.0.1:8011", "http://localhost:8011"]
+    monkeypatch.setenv("ATELIER_HOST", "0.0.0.0")
+    assert load_settings().public_base_url == "http://127.0.0.1:8011"
+    monkeypatch.setenv("ATELIER_HOST", "::1")
+    assert load_settings().public_base_url == "http://[::1]:8011"
+    # Set explicitly, nothing is derived.
+    monkeypatch.setenv("ATELIER_PUBLIC_BASE_URL", "http://photos.test:9000/")
+    monkeypatch.setenv("ATELIER_ALLOWED_ORIGINS", "")
+    settings = load_settings()
+    assert settings.public_base_url == "http://photos.test:9000"
+    assert settings.browser_origins == ["http://photos.test:9000"]
+
+
+@pytest.mark.parametrize(
+    ("base", "origin"),
+    [
+        ("https://Atelier-API.a.run.app/", "https://atelier-api.a.run.app"),
+        ("https://atelier.example:443/app", "https://atelier.example"),
+        ("http://127.0.0.1:80", "http://127.0.0.1"),
+        ("http://127.0.0.1:8011", "http://127.0.0.1:8011"),
+        ("http://[::1]:8011", "http://[::1]:8011"),
+    ],
+)
+def test_public_origin_is_what_a_browser_sends(
+    monkeypatch: pytest.MonkeyPatch, base: str, origin: str
+) -> None:
+    _set(monkeypatch, PROD | {"ATELIER_PUBLIC_BASE_URL": base})
+    monkeypatch.setenv("ATELIER_ALLOWED_ORIGINS", "https://app.example, " + origin)
+    settings = load_settings()
+    assert settings.public_origin == origin
+    assert settings.browser_origins == [origin, "https://app.example"]
+
+
+def test_prod_derives_no_origins(monkeypatch: pytest.MonkeyPatch) -> None:
+    _set(monkeypatch, PROD)
+    assert load_settings().browser_origins == ["https://atelier-api-xyz-ew.a.run.app"]

@@ -1,7 +1,7 @@
 """``GET /ws``: live task updates for the signed-in user.
 
-Handshake: a browser's ``Origin`` must be one of ``ALLOWED_ORIGINS`` (a request without
-``Origin`` comes from a non-browser client and is allowed), and the caller must be
+Handshake: a browser's ``Origin`` must be PUBLIC_BASE_URL's or one of ``ALLOWED_ORIGINS`` (a
+request without ``Origin`` comes from a non-browser client and is allowed), and the caller must be
 authenticated by the ``access_token`` cookie or an ``X-API-Key`` header. Both are checked
 before the upgrade is accepted, so a refusal is a plain HTTP 403 and no socket is opened.
 
@@ -135,7 +135,7 @@ async def task_updates(websocket: WebSocket) -> None:
     """Live task updates for the caller; see the module docstring for the protocol."""
     resources: Resources = websocket.app.state.resources
     origin = websocket.headers.get("origin")
-    if not origin_allowed(origin, resources.settings.allowed_origins):
+    if not origin_allowed(origin, resources.settings.browser_origins):
         log.info("ws_refused", reason="origin", origin=origin[:200] if origin else None)
         await websocket.close(code=CLOSE_POLICY_VIOLATION)
         return

@@ -81,6 +81,7 @@ def test_rotating_the_leftmost_entry_does_not_escape_the_limit(
         DATABASE_URL=pg_server.url,
         REDIS_URL=redis_server.url,
         STORAGE_URL=s3_url(s3_server),
+        ATELIER_PUBLIC_BASE_URL="https://atelier-api-xyz-ew.a.run.app",
     )
     assert env["ATELIER_ENV"] == "prod"
     real = f"198.51.{random.randrange(100, 200)}.{random.randrange(1, 255)}"

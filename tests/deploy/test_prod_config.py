@@ -25,6 +25,7 @@ def _prod(pg: str, redis: str, storage: str) -> dict[str, str]:
         "DATABASE_URL": pg,
         "REDIS_URL": redis,
         "STORAGE_URL": storage,
+        "ATELIER_PUBLIC_BASE_URL": "https://atelier-api-xyz-ew.a.run.app",
     }
 
 
