@@ -76,11 +76,21 @@ def _read_password() -> str:
         return sys.stdin.readline().rstrip("\r\n")
     first = getpass.getpass("Password: ")
     if first != getpass.getpass("Repeat password: "):
-        raise SystemExit("The passwords differ.")
+        raise _CliError("the passwords differ")
     return first
 
 
-async def _create_admin_async(email: str, password: str) -> str:
+def _database_error(exc: Exception) -> _CliError:
+    """One line for what an operator can act on: a database that is down or not migrated."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+    if "no such table" in text or "does not exist" in text:
+        return _CliError(f"the database has no schema yet ({text}): run `atelier migrate` first")
+    return _CliError(f"cannot use the database: {type(exc).__name__}: {text}")
+
+
+async def _create_admin_async(email: str, *, reset_password: bool) -> str:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from backend.auth import service
     from backend.core.db import Database
     from backend.core.errors import AppError
@@ -88,18 +98,31 @@ async def _create_admin_async(email: str, password: str) -> str:
     db = Database(get_settings().database_url)
     try:
         async with db.sessionmaker() as session:
-            try:
-                user, created = await service.ensure_admin(session, email=email, password=password)
-            except AppError as exc:
-                raise SystemExit(f"error: {exc.detail or exc.code}") from exc
+            exists = await service.user_exists(session, email=email)
+            # An existing account keeps its password unless a reset is asked for explicitly.
+            password = _read_password() if reset_password or not exists else None
+            user, outcome = await service.ensure_admin(
+                session, email=email, password=password, reset_password=reset_password
+            )
             await session.commit()
-            return f"{'created' if created else 'promoted'} admin {user.email} ({user.id})"
+    except AppError as exc:
+        raise _CliError(exc.detail or exc.code) from None
+    except (SQLAlchemyError, OSError) as exc:
+        raise _database_error(exc) from None
     finally:
         await db.dispose()
+    if outcome == "created":
+        return f"created admin {user.email} ({user.id})"
+    if outcome == "reset":
+        return f"reset the password of admin {user.email} ({user.id}); its sessions were ended"
+    return (
+        f"promoted admin {user.email} ({user.id}); the password is unchanged "
+        "(--reset-password sets a new one)"
+    )
 
 
 def _create_admin(args: argparse.Namespace) -> int:
-    message = asyncio.run(_create_admin_async(args.email, _read_password()))
+    message = asyncio.run(_create_admin_async(args.email, reset_password=args.reset_password))
     print(message)  # noqa: T201 - CLI output
     return 0
 
@@ -215,9 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=_migrate)
 
     admin = sub.add_parser(
-        "create-admin", help="create an admin (password from the prompt or stdin)"
+        "create-admin",
+        help="create an admin or promote an existing user (password from the prompt or stdin)",
     )
     admin.add_argument("email")
+    admin.add_argument(
+        "--reset-password",
+        action="store_true",
+        help="also set a new password on an existing account and end its sessions",
+    )
     admin.set_defaults(func=_create_admin)
 
     sketch = sub.add_parser("sketch", help="draw a local image file in one style")
