@@ -205,10 +205,10 @@ class Settings(BaseSettings):
 
     def _prod_problems(self) -> list[str]:
         problems = []
-        if _scheme(self.database_url) not in ("postgresql", "postgresql+asyncpg"):
+        if _scheme(self.database_url) != "postgresql+asyncpg":
             problems.append(
-                "ATELIER_DATABASE_URL (or DATABASE_URL) must be a Postgres URL in prod "
-                "(postgresql+asyncpg://USER:PASSWORD@HOST/DB)"
+                "ATELIER_DATABASE_URL (or DATABASE_URL) must be a Postgres URL for asyncpg in "
+                "prod (postgresql+asyncpg://USER:PASSWORD@HOST/DB)"
             )
         elif not _usable(self.database_url):
             problems.append("ATELIER_DATABASE_URL is a placeholder, not a Postgres URL")

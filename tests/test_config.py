@@ -103,6 +103,7 @@ def test_prod_accepts_the_real_services(monkeypatch: pytest.MonkeyPatch) -> None
     [
         ("DATABASE_URL", None, "ATELIER_DATABASE_URL"),
         ("DATABASE_URL", "sqlite+aiosqlite:///./var/atelier.db", "ATELIER_DATABASE_URL"),
+        ("DATABASE_URL", "postgresql://atelier:pw@10.0.0.3/atelier", "ATELIER_DATABASE_URL"),
         ("DATABASE_URL", "postgresql+asyncpg://USER:<password>@HOST/DB", "ATELIER_DATABASE_URL"),
         ("REDIS_URL", None, "ATELIER_REDIS_URL"),
         ("REDIS_URL", "", "ATELIER_REDIS_URL"),
