@@ -8,12 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from backend.ai import service
 from backend.ai.cache import AiCache, BadCursor
+from backend.ai.deps import ai_providers
 from backend.ai.providers.base import ProviderSettings, catalog, default_provider
 from backend.auth.deps import AdminUser, CurrentUser
 from backend.auth.models import Role
 from backend.core.db import SessionDep
 from backend.core.errors import AppError, problem_responses
 from backend.core.resources import ResourcesDep
+from backend.tasks.deps import task_queue
 from backend.tasks.idempotency import IdempotencyDep
 from backend.tasks.schemas import TaskOut
 
@@ -99,7 +101,7 @@ class CacheStatusOut(BaseModel):
 @router.get("/api/ai/providers", response_model=ProvidersOut, response_model_exclude_none=True)
 async def providers(user: CurrentUser, resources: ResourcesDep) -> ProvidersOut:
     """Every provider this server knows, configured or not, and what each can do."""
-    configured = resources.providers
+    configured = ai_providers(resources)
     default = default_provider(configured)
     operator = user.role == Role.admin
     listed = []
@@ -141,19 +143,19 @@ async def caption(
 ) -> Response:
     """Caption an image; on success the image gets ``caption`` and ``caption_model``."""
     operator = user.role == Role.admin
-    provider = service.choose_provider(body.provider, resources.providers, operator=operator)
+    provider = service.choose_provider(body.provider, ai_providers(resources), operator=operator)
 
     async def produce() -> TaskOut:
         task = await service.create_caption(
             session,
-            resources.queue,
+            task_queue(resources),
             resources.redis,
             resources.settings,
             user_id=user.id,
             image_id=body.image_id,
             provider=provider,
             operator=operator,
-            others=resources.providers.values(),
+            others=ai_providers(resources).values(),
         )
         return TaskOut.model_validate(task)
 
@@ -179,12 +181,12 @@ async def edit(
     An edit the provider cannot make (for ``local``: outside its vocabulary, or with a
     reference image) is refused with 422 ``ai.unsupported_edit`` before any task or quota."""
     operator = user.role == Role.admin
-    provider = service.choose_provider(body.provider, resources.providers, operator=operator)
+    provider = service.choose_provider(body.provider, ai_providers(resources), operator=operator)
 
     async def produce() -> TaskOut:
         task = await service.create_edit(
             session,
-            resources.queue,
+            task_queue(resources),
             resources.redis,
             resources.settings,
             user_id=user.id,
@@ -193,7 +195,7 @@ async def edit(
             reference_image_id=body.reference_image_id,
             provider=provider,
             operator=operator,
-            others=resources.providers.values(),
+            others=ai_providers(resources).values(),
         )
         return TaskOut.model_validate(task)
 
