@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from backend.images.thumbnails import decode_oriented, thumbnail_size
+from backend.imaging.decode import DEFAULT_MAX_PIXELS, decode
 
 Pixels = npt.NDArray[np.uint8]
 Floats = npt.NDArray[np.float32]
@@ -121,21 +121,16 @@ class SketchParams:
 # --- bytes in, bytes out ---------------------------------------------------------------------
 
 
-def load(data: bytes, *, max_side: int) -> Pixels:
+def load(data: bytes, *, max_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Pixels:
     """Upright BGR pixels no longer than ``max_side`` on the long side; never upscaled.
 
-    JPEGs are decoded at a reduced scale when they are at least twice too large; alpha is
-    composited on white, palettes and 16-bit images become 8-bit BGR. Raises ValueError on
-    data that is not a decodable JPEG, PNG, WebP or GIF image.
+    Decoded through ``backend.imaging.decode``: reduced on load where the format allows, alpha
+    composited on white, palettes and 16-bit images as 8-bit BGR. Raises ValueError on data
+    that is not a decodable JPEG, PNG, WebP or GIF image.
     """
     if max_side < 1:
         raise ValueError("max_side must be positive")
-    pixels, _ = decode_oriented(data, max_side)
-    height, width = pixels.shape[:2]
-    target = thumbnail_size(width, height, max_side)
-    if target != (width, height):
-        pixels = np.asarray(cv2.resize(pixels, target, interpolation=cv2.INTER_AREA), np.uint8)
-    return pixels
+    return decode(data, max_side=max_side, max_pixels=max_pixels)
 
 
 def encode(image: Pixels, fmt: str, *, quality: int = 90) -> bytes:

@@ -210,7 +210,14 @@ def test_inspect_accepts_every_good_sample(name: str) -> None:
     info = check(data, mime)
     with Image.open(io.BytesIO(data)) as im:
         assert (info.width, info.height) == im.size
-    assert info == ImageInfo(format=fmt, mime=mime, width=info.width, height=info.height, frames=1)
+    assert info == ImageInfo(
+        format=fmt,
+        mime=mime,
+        width=info.width,
+        height=info.height,
+        frames=1,
+        has_alpha=name == "png_rgba",
+    )
 
 
 def test_inspect_reports_stored_size_before_orientation() -> None:
