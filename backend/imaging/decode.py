@@ -198,8 +198,21 @@ def decode(data: bytes, *, max_side: int | None, max_pixels: int, alpha: bool = 
         raise corrupt() from None
     pixels = orient(pixels, header.orientation)
     if (pixels.shape[1], pixels.shape[0]) != target:
-        pixels = np.asarray(cv2.resize(pixels, target, interpolation=cv2.INTER_AREA), np.uint8)
+        pixels = _resize(pixels, target)
     return np.ascontiguousarray(pixels, dtype=np.uint8)
+
+
+def _resize(pixels: Pixels, target: tuple[int, int]) -> Pixels:
+    if pixels.shape[2] == 3:
+        return np.asarray(cv2.resize(pixels, target, interpolation=cv2.INTER_AREA), np.uint8)
+    # Straight alpha averaged as is would pull the colour of transparent pixels into edges.
+    alpha = pixels[:, :, 3:4].astype(np.float32) / 255.0
+    premultiplied = np.dstack((pixels[:, :, :3] * alpha, alpha[:, :, 0] * 255.0))
+    small = cv2.resize(premultiplied, target, interpolation=cv2.INTER_AREA)
+    opacity = small[:, :, 3:4]
+    colour = np.where(opacity > 0, small[:, :, :3] * 255.0 / np.maximum(opacity, 1e-6), 0)
+    out = np.dstack((colour, opacity[:, :, 0]))
+    return np.asarray(np.clip(np.rint(out), 0, 255), np.uint8)
 
 
 def jpeg_reduction(factor: int) -> tuple[int, int]:
