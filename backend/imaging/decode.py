@@ -45,6 +45,9 @@ Pixels = npt.NDArray[np.uint8]
 DEFAULT_MAX_PIXELS = 50_000_000
 # Cached operations would keep decoded buffers (and the input bytes) alive between calls.
 pyvips.cache_set_max(0)
+# One thread per operation, as OpenCV runs (backend.core.pixels): concurrency comes from running
+# one operation per core, and each libvips worker thread would hold its own row buffers.
+pyvips.concurrency_set(1)
 
 _REDUCED_JPEG_FLAGS = (
     (8, cv2.IMREAD_REDUCED_COLOR_8),
