@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import cv2
 import numpy as np
 
-from backend.imaging.decode import DEFAULT_MAX_PIXELS, Pixels, decode, fit_size, probe
+from backend.imaging.decode import DEFAULT_MAX_PIXELS, Pixels, decode_probed, fit_size, probe
 
 SIZES: dict[str, int] = {"small": 200, "medium": 800}
 
@@ -60,7 +60,7 @@ def decode_oriented(
     """BGR pixels, upright, ``largest`` on the long side (or the whole image when smaller);
     and the full displayed size, which every thumbnail size is computed from."""
     header = probe(data, max_pixels=max_pixels)
-    pixels = decode(data, max_side=largest, max_pixels=max_pixels)
+    pixels = decode_probed(data, header, max_side=largest)
     return pixels, (header.width, header.height)
 
 

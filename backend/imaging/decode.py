@@ -179,7 +179,15 @@ def decode(data: bytes, *, max_side: int | None, max_pixels: int, alpha: bool = 
     """
     if max_side is not None and max_side < 1:
         raise ValueError("max_side must be positive")
-    header = probe(data, max_pixels=max_pixels)
+    return decode_probed(data, probe(data, max_pixels=max_pixels), max_side=max_side, alpha=alpha)
+
+
+def decode_probed(
+    data: bytes, header: ImageHeader, *, max_side: int | None, alpha: bool = False
+) -> Pixels:
+    """``decode`` for a caller that already holds ``probe``'s answer for these exact bytes."""
+    if max_side is not None and max_side < 1:
+        raise ValueError("max_side must be positive")
     target = (
         fit_size(header.width, header.height, max_side)
         if max_side is not None
@@ -355,6 +363,7 @@ __all__ = [
     "Pixels",
     "corrupt",
     "decode",
+    "decode_probed",
     "fit_size",
     "jpeg_reduction",
     "orient",

@@ -35,7 +35,7 @@ import structlog
 
 from backend.ai.providers.base import BAD_IMAGE, UNSUPPORTED_EDIT, Caption, ProviderError
 from backend.core.pixels import run_pixels
-from backend.imaging.decode import DEFAULT_MAX_PIXELS, decode, fit_size, probe
+from backend.imaging.decode import DEFAULT_MAX_PIXELS, decode_probed, fit_size, probe
 from backend.sketches.styles import STYLES, encode, load, render
 
 log = structlog.get_logger(__name__)
@@ -161,7 +161,7 @@ def analyse(data: bytes, cascade: HaarCascade | None) -> ImageFacts:
     """Measure an encoded image; ai.bad_image when it cannot be decoded."""
     try:
         header = probe(data, max_pixels=DEFAULT_MAX_PIXELS)
-        pixels = decode(data, max_side=_ANALYSIS_SIDE, max_pixels=DEFAULT_MAX_PIXELS)
+        pixels = decode_probed(data, header, max_side=_ANALYSIS_SIDE)
     except ValueError as exc:
         raise _unreadable(exc) from exc
     width, height = header.width, header.height
