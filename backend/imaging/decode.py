@@ -43,6 +43,10 @@ Pixels = npt.NDArray[np.uint8]
 # The same budget as the upload limit's default (Settings.max_image_pixels); callers that know
 # the configured limit pass it.
 DEFAULT_MAX_PIXELS = 50_000_000
+# Interlaced PNGs and GIF frames cannot stream: libvips holds the whole frame (GIF as RGBA,
+# PNG at its own bit depth). Past this many bytes such an image is refused, which keeps one
+# decode within the memory a streamed 50 MP PNG never needs anyway.
+MAX_FRAME_BYTES = 128 * 1024 * 1024
 # Cached operations would keep decoded buffers (and the input bytes) alive between calls.
 pyvips.cache_set_max(0)
 # One thread per operation, as OpenCV runs (backend.core.pixels): concurrency comes from running
@@ -149,9 +153,28 @@ def probe(data: bytes, *, max_pixels: int) -> ImageHeader:
             raise corrupt() from None
         orientation = orientation_of(read_exif(data, fmt, im))
         alpha = has_alpha(im)
+    frame = whole_frame_bytes(data, fmt, width, height)
+    if frame > MAX_FRAME_BYTES:
+        raise ImageError(
+            "upload.too_many_pixels",
+            f"This {'GIF' if fmt == 'gif' else 'interlaced PNG'} is too large to decode: at "
+            f"most {MAX_FRAME_BYTES // (1024 * 1024)} MB of pixels (width × height × bytes "
+            "per pixel) when it cannot be streamed.",
+        )
     if orientation >= 5:
         width, height = height, width
     return ImageHeader(fmt, width, height, orientation, frames, alpha)
+
+
+def whole_frame_bytes(data: bytes, fmt: str, width: int, height: int) -> int:
+    """Bytes a decoder must hold at once for an image that cannot stream, else 0."""
+    if fmt == "gif":
+        return width * height * 4
+    if fmt == "png" and len(data) >= 29 and data[12:16] == b"IHDR" and data[28] == 1:
+        depth, colour = data[24], data[25]
+        channels = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}.get(colour, 4)
+        return width * height * channels * (2 if depth == 16 and colour != 3 else 1)
+    return 0
 
 
 def _frames(im: Image.Image, fmt: str) -> int:
@@ -357,6 +380,7 @@ def _read_all(data: bytes, fmt: str, short_side: int) -> None:
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "MAX_FRAME_BYTES",
     "SLACK_BYTES",
     "ImageError",
     "ImageHeader",
@@ -370,4 +394,5 @@ __all__ = [
     "probe",
     "too_many_pixels",
     "verify",
+    "whole_frame_bytes",
 ]

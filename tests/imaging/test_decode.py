@@ -267,3 +267,53 @@ def test_decode_peak_memory_stays_far_below_a_full_decode(
     width, height, peak_mb = (int(v) for v in result.stdout.split())
     assert max(width, height) == 800
     assert peak_mb < bound_mb < full_mb, f"peak +{peak_mb} MB"
+
+
+# --- images that cannot stream ---------------------------------------------------------------
+
+
+def interlaced_png(side: int, *, depth: int = 8) -> bytes:
+    import pyvips
+
+    image = pyvips.Image.black(side, side, bands=4) + [10, 200, 30, 255]
+    if depth == 16:
+        image = (image * 256).cast("ushort").copy(interpretation="rgb16")
+    else:
+        image = image.cast("uchar")
+    return bytes(image.pngsave_buffer(interlace=True, bitdepth=depth, compression=9))
+
+
+def gif_of(side: int) -> bytes:
+    buffer = samples.io.BytesIO()
+    Image.new("P", (side, side)).save(buffer, "GIF")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("make", "bytes_per_pixel"),
+    [
+        (lambda side: interlaced_png(side), 4),
+        (lambda side: interlaced_png(side, depth=16), 8),
+        (gif_of, 4),
+    ],
+    ids=["interlaced-rgba8", "interlaced-rgba16", "gif"],
+)
+def test_whole_frame_decodes_are_bounded_in_bytes(make: object, bytes_per_pixel: int) -> None:
+    from backend.imaging.decode import MAX_FRAME_BYTES
+
+    # Just over the byte budget, far under the pixel budget: refused on the header.
+    side = int((MAX_FRAME_BYTES / bytes_per_pixel) ** 0.5) + 8
+    big = make(side)  # type: ignore[operator]
+    assert side * side < MAX_PIXELS
+    with pytest.raises(ImageError) as caught:
+        probe(big, max_pixels=MAX_PIXELS)
+    assert caught.value.code == "upload.too_many_pixels"
+    small = make(400)  # type: ignore[operator]
+    assert decode(small, max_side=100, max_pixels=MAX_PIXELS).shape == (100, 100, 3)
+
+
+def test_non_interlaced_png_is_not_held_to_the_frame_budget() -> None:
+    import pyvips
+
+    plain = pyvips.Image.black(7000, 7000, bands=4).cast("uchar").pngsave_buffer(compression=9)
+    assert probe(bytes(plain), max_pixels=MAX_PIXELS).width == 7000
