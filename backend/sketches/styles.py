@@ -788,18 +788,20 @@ def _watercolor(c: _Canvas, method: str, t: float) -> Pixels:
     else:
         # Line and wash: pen lines over a loose wash that bleeds past them.
         wash = _blur(_smooth(base, c, passes=2, sigma_color=40.0), c.px(1.5))
-        dx = _grain(c, shape, "bleed-x", 5.0) * c.px(3.0)
-        dy = _grain(c, shape, "bleed-y", 5.0) * c.px(3.0)
+        dx = _grain(c, shape, "bleed-x", 5.0) * c.px(1.6)
+        dy = _grain(c, shape, "bleed-y", 5.0) * c.px(1.6)
         ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
         wash = np.asarray(
             cv2.remap(wash, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT),
             np.uint8,
         )
         wash = _saturate(wash, 1.35)
-        strength, rim_gain = 0.7 + 0.2 * t, 0.6
+        strength, rim_gain = 0.7 + 0.2 * t, 0.45
         ink = _lines(c, sigma=1.4, gamma=1.0)
         pen = _step(round(215.0 + 15.0 * t, 1), 24.0).astype(np.float32) * 0.85 + 38.0
         lines = np.asarray(cv2.LUT(ink, pen.astype(np.uint8)), np.uint8)
+        # Only where the smoothed picture has edges: no pen specks in flat shadows.
+        lines = _gate(c, lines, _structure(cv2.cvtColor(wash, cv2.COLOR_BGR2GRAY), c.px(1.0)))
     absorb = (255.0 - wash.astype(np.float32)) / 255.0
     # Edge darkening: water carries pigment to the rim of each wash as it dries.
     wash_gray = cv2.cvtColor(wash, cv2.COLOR_BGR2GRAY).astype(np.float32)
@@ -844,7 +846,7 @@ def _pastel(c: _Canvas, method: str, t: float) -> Pixels:
         chalk = _saturate(_brush(smooth, bins, c.px(14.0)), 1.3 + 0.3 * t)
         strokes = np.clip(_oriented_strokes(c, shape, bins, "chalk", 26.0, 1.0), 0, 3)
         tint = 0.18 - 0.08 * t
-        gaps = (0.35 * strokes + 0.25 * tooth) * np.clip(0.25 + detail, 0, 1)
+        gaps = (0.35 * strokes + 0.25 * tooth) * np.clip(1.5 * detail, 0, 1)
         lines = _lines(c, sigma=1.8, gamma=0.9, floor=0.6)
     chalk_f = chalk.astype(np.float32) * (1.0 - tint) + 255.0 * tint
     # Where the chalk skips, the (lighter) paper shows: the texture lightens, never greys.
@@ -895,11 +897,19 @@ def _kuwahara(image: Pixels, radius: float) -> Pixels:
 def _glaze_lut(t: float) -> Pixels:
     """A warm old-master glaze: mid-tones and shadows deepen, blue most; white stays white."""
     x = np.arange(256, dtype=np.float64) / 255.0
-    gammas = (2.3 + 0.3 * t, 1.8 + 0.2 * t, 1.4 + 0.1 * t)  # B, G, R
+    gammas = (2.6 + 0.3 * t, 2.0 + 0.2 * t, 1.5 + 0.1 * t)  # B, G, R
     lut = np.stack([_u8(255.0 * x**gamma) for gamma in gammas], axis=-1).reshape(256, 1, 3)
     lut = np.ascontiguousarray(lut)
     lut.setflags(write=False)
     return lut
+
+
+def _lit(paint: Pixels, shading: Floats) -> Pixels:
+    """Relief lighting on the paint, fading out on near-white: a white background is bare
+    primed canvas, not thick white paint, and must stay white."""
+    light = cv2.cvtColor(paint, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    depth = np.clip((250.0 - light) / 60.0, 0.1, 1.0)
+    return _u8(paint.astype(np.float32) * (1.0 + (shading - 1.0) * depth)[..., None])
 
 
 def _oil(c: _Canvas, method: str, t: float) -> Pixels:
@@ -907,7 +917,7 @@ def _oil(c: _Canvas, method: str, t: float) -> Pixels:
     bins = _orientation_bins(c.small_gray, c.px(4.0))
     if method == "basic":
         # Alla prima: flat, brushy patches of the picture's own colours.
-        paint = _saturate(_kuwahara(base, c.px(5.0)), 1.0 + 0.5 * t, 1.05)
+        paint = _saturate(_kuwahara(base, c.px(5.0)), 0.85 + 0.3 * t)
         length, relief = 8.0, 0.18
     elif method == "advanced":
         # Chiaroscuro: smoothed, glazed warm, with deep shadows and light kept in highlights.
@@ -918,7 +928,7 @@ def _oil(c: _Canvas, method: str, t: float) -> Pixels:
     else:
         # Impasto: thick strokes dragged along the forms, strong colour and strong relief.
         paint = _kuwahara(_smooth(base, c, passes=2, sigma_color=35.0), c.px(6.0))
-        paint = _saturate(_brush(paint, bins, c.px(14.0)), 1.5 + 0.6 * t, 1.2)
+        paint = _saturate(_brush(paint, bins, c.px(16.0)), 1.6 + 0.6 * t, 1.25)
         length, relief = 14.0, 0.45
     shape = paint.shape[:2]
     # A height field of short strokes that follow the shapes, lit from the upper left.
@@ -926,7 +936,7 @@ def _oil(c: _Canvas, method: str, t: float) -> Pixels:
     shading = np.clip(_emboss(height, relief), 0.8, 1.2)
     if method == "artistic":
         shading *= 1.0 + 0.03 * _grain(c, shape, "weave", 1.0)
-    return _colour(c, _u8(paint.astype(np.float32) * shading[..., None]), None)
+    return _colour(c, _lit(paint, shading), None)
 
 
 def _acrylic(c: _Canvas, method: str, t: float) -> Pixels:
@@ -952,10 +962,10 @@ def _acrylic(c: _Canvas, method: str, t: float) -> Pixels:
         # Palette knife: the paint dragged along the forms, bristle marks and ridges.
         bins = _orientation_bins(c.small_gray, c.px(4.0))
         flat = cv2.addWeighted(base, 0.5, regions, 0.5, 0.0)
-        paint = _saturate(_brush(np.asarray(flat, np.uint8), bins, c.px(22.0)), 1.1 + 0.4 * t)
+        paint = _saturate(_brush(np.asarray(flat, np.uint8), bins, c.px(22.0)), 0.9 + 0.3 * t, 0.9)
         bristles = _oriented_strokes(c, shape, bins, "bristles", 20.0, 0.6)
         shading = np.clip(_emboss(bristles, 0.6), 0.75, 1.25) * (1.0 + 0.06 * bristles)
-        paint = _u8(paint.astype(np.float32) * shading[..., None])
+        paint = _lit(paint, shading)
         lines = _lines(c, sigma=1.5, gamma=1.0)
         lift = (_step(205.0, 24.0).astype(np.float32) * 0.5 + 128.0).astype(np.uint8)
     # Outlines as an inked edge, not a soft shadow: thresholded, then kept a little gray.
