@@ -771,6 +771,14 @@ def _glazes(bgr: Pixels, levels: int) -> Pixels:
     return _u8(bgr.astype(np.float32) * np.clip(target / gray, 0.0, 4.0)[..., None])
 
 
+@lru_cache(maxsize=4)
+def _mesh(shape: tuple[int, int]) -> tuple[Floats, Floats]:
+    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    xs.setflags(write=False)
+    ys.setflags(write=False)
+    return xs, ys
+
+
 def _watercolor(c: _Canvas, method: str, t: float) -> Pixels:
     base = c.small
     shape = base.shape[:2]
@@ -790,7 +798,7 @@ def _watercolor(c: _Canvas, method: str, t: float) -> Pixels:
         wash = _blur(_smooth(base, c, passes=2, sigma_color=40.0), c.px(1.5))
         dx = _grain(c, shape, "bleed-x", 5.0) * c.px(1.6)
         dy = _grain(c, shape, "bleed-y", 5.0) * c.px(1.6)
-        ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+        xs, ys = _mesh(shape)
         wash = np.asarray(
             cv2.remap(wash, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT),
             np.uint8,
@@ -801,7 +809,8 @@ def _watercolor(c: _Canvas, method: str, t: float) -> Pixels:
         pen = _step(round(215.0 + 15.0 * t, 1), 24.0).astype(np.float32) * 0.85 + 38.0
         lines = np.asarray(cv2.LUT(ink, pen.astype(np.uint8)), np.uint8)
         # Only where the smoothed picture has edges: no pen specks in flat shadows.
-        lines = _gate(c, lines, _structure(cv2.cvtColor(wash, cv2.COLOR_BGR2GRAY), c.px(1.0)))
+        wash_edges = np.asarray(cv2.cvtColor(wash, cv2.COLOR_BGR2GRAY), np.uint8)
+        lines = _gate(c, lines, _structure(wash_edges, c.px(1.0)))
     absorb = (255.0 - wash.astype(np.float32)) / 255.0
     # Edge darkening: water carries pigment to the rim of each wash as it dries.
     wash_gray = cv2.cvtColor(wash, cv2.COLOR_BGR2GRAY).astype(np.float32)
@@ -843,7 +852,7 @@ def _pastel(c: _Canvas, method: str, t: float) -> Pixels:
         # Chalk strokes laid along the forms, the paper showing between them.
         smooth = _smooth(base, c, passes=2, sigma_color=30.0)
         bins = _orientation_bins(c.small_gray, c.px(4.0))
-        chalk = _saturate(_brush(smooth, bins, c.px(14.0)), 1.3 + 0.3 * t)
+        chalk = _saturate(_brush(smooth, bins, c.px(9.0)), 1.3 + 0.3 * t)
         strokes = np.clip(_oriented_strokes(c, shape, bins, "chalk", 26.0, 1.0), 0, 3)
         tint = 0.18 - 0.08 * t
         gaps = (0.35 * strokes + 0.25 * tooth) * np.clip(1.5 * detail, 0, 1)
@@ -962,7 +971,7 @@ def _acrylic(c: _Canvas, method: str, t: float) -> Pixels:
         # Palette knife: the paint dragged along the forms, bristle marks and ridges.
         bins = _orientation_bins(c.small_gray, c.px(4.0))
         flat = cv2.addWeighted(base, 0.5, regions, 0.5, 0.0)
-        paint = _saturate(_brush(np.asarray(flat, np.uint8), bins, c.px(22.0)), 0.9 + 0.3 * t, 0.9)
+        paint = _saturate(_brush(np.asarray(flat, np.uint8), bins, c.px(14.0)), 0.9 + 0.3 * t, 0.9)
         bristles = _oriented_strokes(c, shape, bins, "bristles", 20.0, 0.6)
         shading = np.clip(_emboss(bristles, 0.6), 0.75, 1.25) * (1.0 + 0.06 * bristles)
         paint = _lit(paint, shading)
