@@ -58,16 +58,21 @@ STYLES: dict[str, StyleInfo] = {
         StyleInfo("ink", "Ink", "Crisp black lines and fills on white.", True),
         StyleInfo("pastel", "Pastel", "Light, soft colours with a chalky texture.", False),
         StyleInfo("oil", "Oil", "Painterly brush strokes and thick colour.", False),
-        StyleInfo("acrylic", "Acrylic", "Flat, bold colour regions with defined edges.", False),
+        StyleInfo(
+            "acrylic",
+            "Acrylic",
+            "Opaque colour in simplified shapes, brush and knife marks.",
+            False,
+        ),
     )
 }
 
 METHODS: dict[str, MethodInfo] = {
     m.id: m
     for m in (
-        MethodInfo("basic", "Basic", "Fastest: a clean rendering of the style."),
-        MethodInfo("advanced", "Advanced", "Edge-preserving smoothing first, for cleaner tone."),
-        MethodInfo("artistic", "Artistic", "Adds strokes, texture and detail."),
+        MethodInfo("basic", "Basic", "The plainest, softest rendering of the style."),
+        MethodInfo("advanced", "Advanced", "A bolder, finished take: firmer tone, deeper colour."),
+        MethodInfo("artistic", "Artistic", "Visible strokes, texture and line work."),
     )
 }
 
@@ -931,7 +936,7 @@ def _oil(c: _Canvas, method: str, t: float) -> Pixels:
     elif method == "advanced":
         # Chiaroscuro: smoothed, glazed warm, with deep shadows and light kept in highlights.
         paint = _kuwahara(_smooth(base, c, passes=2, sigma_color=35.0), c.px(6.0))
-        paint = _saturate(paint, 1.1 + 0.3 * t, 1.15)
+        paint = _saturate(paint, 0.8 + 0.6 * t, 1.15)
         paint = np.asarray(cv2.LUT(paint, _glaze_lut(t)), np.uint8)
         length, relief = 12.0, 0.22
     else:
