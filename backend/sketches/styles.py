@@ -83,8 +83,15 @@ _EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 # on each side: the smooth layers never need more, and their cost stays a small multiple of a
 # plain dodge sketch at any input size, 512² thumbnails included.
 _WORK_PIXELS = 300_000
-# Washes and blended chalk have no detail a smaller copy would lose.
-_SOFT_WORK_PIXELS = {"watercolor": 180_000, "pastel": 180_000}
+# Washes and blended chalk have no detail a smaller copy would lose. The gray styles' single
+# channel is cheap at small sizes, where their grain and strokes need every pixel: factor 1.
+_STYLE_WORK: dict[str, tuple[int, int]] = {
+    "watercolor": (180_000, 2),
+    "pastel": (180_000, 2),
+    "pencil": (300_000, 1),
+    "charcoal": (300_000, 1),
+    "ink": (300_000, 1),
+}
 _MIN_FACTOR = 2
 # Side of the reduced copy (sqrt of ~1000×750) at which the style constants were tuned.
 _REFERENCE_SIDE = math.sqrt(750_000)
@@ -260,8 +267,8 @@ class _Canvas:
     def __init__(self, bgr: Pixels, style: str, method: str, *, colour: bool) -> None:
         self.bgr = bgr
         self.height, self.width = bgr.shape[:2]
-        work = _SOFT_WORK_PIXELS.get(style, _WORK_PIXELS)
-        factor = max(_MIN_FACTOR, round(math.sqrt(self.height * self.width / work)))
+        work, least = _STYLE_WORK.get(style, (_WORK_PIXELS, _MIN_FACTOR))
+        factor = max(least, round(math.sqrt(self.height * self.width / work)))
         # Each reduced side keeps at least one pixel, whatever the aspect ratio.
         self.factor = min(factor, self.height, self.width)
         self.colour = colour
