@@ -382,8 +382,8 @@ def _lines(canvas: _Canvas, sigma: float, gamma: float, floor: float = 0.0) -> P
     # The offset keeps pure black areas white (0/0) and calms noise in deep shadows; the
     # mean's is added before upsampling, one full-size pass fewer.
     mean = _blur(canvas.small_gray, canvas.px(sigma))
-    mean = canvas.up(np.asarray(cv2.add(mean, np.full_like(mean, 12)), np.uint8))
-    gray = np.asarray(cv2.add(canvas.gray, np.full_like(canvas.gray, 12)), np.uint8)
+    mean = canvas.up(np.asarray(cv2.convertScaleAbs(mean, alpha=1.0, beta=12.0), np.uint8))
+    gray = np.asarray(cv2.convertScaleAbs(canvas.gray, alpha=1.0, beta=12.0), np.uint8)
     lines = cv2.divide(gray, mean, scale=255)
     return np.asarray(cv2.LUT(lines, _curve(round(gamma, 3), round(floor, 3))), np.uint8)
 
