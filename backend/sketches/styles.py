@@ -786,7 +786,7 @@ def _glazes(bgr: Pixels, levels: int) -> Pixels:
     gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32) + 1.0
     steps = np.round(gray / 256.0 * levels) / levels * 256.0
     # Keep half of the gradation inside each step, so a face is not cut into bands.
-    target = steps + (gray - steps) * 0.5
+    target = steps + (gray - steps) * 0.55
     return _u8(bgr.astype(np.float32) * np.clip(target / gray, 0.0, 4.0)[..., None])
 
 
@@ -811,7 +811,7 @@ def _watercolor(c: _Canvas, method: str, t: float) -> Pixels:
         # Glazes: the tones laid in a few transparent layers, each drying with a darker rim.
         wash = np.asarray(cv2.medianBlur(_smooth(base, c, passes=3, sigma_color=40.0), 5))
         wash = _glazes(_saturate(wash, 1.2), 5)
-        strength, rim_gain = 0.85 + 0.15 * t, 0.45
+        strength, rim_gain = 0.85 + 0.15 * t, 0.3
     else:
         # Line and wash: pen lines over a loose wash that bleeds past them.
         wash = _blur(_smooth(base, c, passes=2, sigma_color=40.0), c.px(1.5))
@@ -992,7 +992,7 @@ def _acrylic(c: _Canvas, method: str, t: float) -> Pixels:
         flat = cv2.addWeighted(base, 0.5, regions, 0.5, 0.0)
         paint = _saturate(_brush(np.asarray(flat, np.uint8), bins, c.px(14.0)), 0.9 + 0.3 * t, 0.9)
         bristles = _oriented_strokes(c, shape, bins, "bristles", 20.0, 0.6)
-        shading = np.clip(_emboss(bristles, 0.6), 0.75, 1.25) * (1.0 + 0.06 * bristles)
+        shading = np.clip(_emboss(bristles, 0.45), 0.8, 1.2) * (1.0 + 0.05 * bristles)
         paint = _lit(paint, shading)
         lines = _lines(c, sigma=1.5, gamma=1.0)
         lift = (_step(205.0, 24.0).astype(np.float32) * 0.5 + 128.0).astype(np.uint8)
