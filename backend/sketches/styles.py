@@ -694,8 +694,8 @@ def _charcoal(c: _Canvas, method: str, t: float) -> Pixels:
         # Vine charcoal rubbed in with a finger: soft tone, soft edges, a faint soft grain.
         dark = _darkness(g, c, 3.0)
         cover = np.clip((dark - 0.06) / 0.85, 0, 1) ** (1.2 - 0.4 * t) * (0.72 + 0.2 * t)
-        grain = _grain(c, shape, "grain", 2.2)
-        amount = 0.16
+        grain = _grain(c, shape, "grain", 3.0)
+        amount = 0.12
         lines = _lines(c, sigma=3.0, gamma=1.2 + 1.5 * t, floor=0.4)
     elif method == "advanced":
         # Compressed charcoal: deep velvety blacks and crisp contrast.
@@ -815,8 +815,8 @@ def _watercolor(c: _Canvas, method: str, t: float) -> Pixels:
     elif method == "advanced":
         # Glazes: the tones laid in a few transparent layers, each drying with a darker rim.
         wash = np.asarray(cv2.medianBlur(_smooth(base, c, passes=3, sigma_color=40.0), 5))
-        wash = _glazes(_saturate(wash, 1.2), 5)
-        strength, rim_gain = 0.85 + 0.15 * t, 0.3
+        wash = _glazes(_saturate(wash, 1.3), 5)
+        strength, rim_gain = 0.85 + 0.15 * t, 0.18
     else:
         # Line and wash: pen lines over a loose wash that bleeds past them.
         wash = _blur(_smooth(base, c, passes=2, sigma_color=40.0), c.px(1.5))
@@ -950,18 +950,18 @@ def _oil(c: _Canvas, method: str, t: float) -> Pixels:
     bins = _orientation_bins(c.small_gray, c.px(4.0))
     if method == "basic":
         # Alla prima: flat, brushy patches of the picture's own colours.
-        paint = _saturate(_kuwahara(base, c.px(5.0)), 0.85 + 0.3 * t)
+        paint = _saturate(_kuwahara(base, c.px(5.0)), 0.85 + 0.3 * t, 0.92)
         length, relief = 8.0, 0.18
     elif method == "advanced":
         # Chiaroscuro: smoothed, glazed warm, with deep shadows and light kept in highlights.
         paint = _kuwahara(_smooth(base, c, passes=2, sigma_color=35.0), c.px(6.0))
-        paint = _saturate(paint, 0.8 + 0.6 * t, 1.15)
+        paint = _saturate(paint, 0.8 + 0.6 * t, 1.05)
         paint = np.asarray(cv2.LUT(paint, _glaze_lut(t)), np.uint8)
         length, relief = 12.0, 0.22
     else:
         # Impasto: thick strokes dragged along the forms, strong colour and strong relief.
         paint = _kuwahara(_smooth(base, c, passes=2, sigma_color=35.0), c.px(6.0))
-        paint = _saturate(_brush(paint, bins, c.px(16.0)), 1.6 + 0.6 * t, 1.25)
+        paint = _saturate(_brush(paint, bins, c.px(16.0)), 1.6 + 0.6 * t, 1.3)
         length, relief = 14.0, 0.45
     shape = paint.shape[:2]
     # A height field of short strokes that follow the shapes, lit from the upper left.
