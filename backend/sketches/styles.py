@@ -937,11 +937,13 @@ def _glaze_lut(t: float) -> Pixels:
     return lut
 
 
-def _lit(paint: Pixels, shading: Floats) -> Pixels:
-    """Relief lighting on the paint, fading out on near-white: a white background is bare
-    primed canvas, not thick white paint, and must stay white."""
-    light = cv2.cvtColor(paint, cv2.COLOR_BGR2GRAY).astype(np.float32)
-    depth = np.clip((250.0 - light) / 60.0, 0.1, 1.0)
+def _lit(c: _Canvas, paint: Pixels, shading: Floats) -> Pixels:
+    """Relief lighting on the paint. It fades out on near-white (a white background is bare
+    primed canvas and must stay white) and thins on smooth areas such as skin, where a
+    painter blends rather than leaves ridges."""
+    light = cv2.cvtColor(paint, cv2.COLOR_BGR2GRAY)
+    detail = _structure(np.asarray(light, np.uint8), c.px(3.0))
+    depth = np.clip((250.0 - light.astype(np.float32)) / 60.0, 0.1, 1.0) * (0.55 + 0.45 * detail)
     return _u8(paint.astype(np.float32) * (1.0 + (shading - 1.0) * depth)[..., None])
 
 
@@ -969,7 +971,7 @@ def _oil(c: _Canvas, method: str, t: float) -> Pixels:
     shading = np.clip(_emboss(height, relief), 0.8, 1.2)
     if method == "artistic":
         shading *= 1.0 + 0.03 * _grain(c, shape, "weave", 1.0)
-    return _colour(c, _lit(paint, shading), None)
+    return _colour(c, _lit(c, paint, shading), None)
 
 
 def _acrylic(c: _Canvas, method: str, t: float) -> Pixels:
@@ -988,7 +990,7 @@ def _acrylic(c: _Canvas, method: str, t: float) -> Pixels:
         # Hard edge: bold mixed colours in crisp shapes, strong dark contours.
         flat = cv2.addWeighted(base, 0.35, regions, 0.65, 0.0)
         flat = _kuwahara(np.asarray(flat, np.uint8), c.px(3.0))
-        paint = _saturate(flat, 1.6 + 0.4 * t, 1.3)
+        paint = _saturate(flat, 1.6 + 0.4 * t, 1.4)
         lines = _lines(c, sigma=1.5, gamma=1.0)
         lift = (_step(222.0, 14.0).astype(np.float32) * 0.85 + 38.0).astype(np.uint8)
     else:
@@ -998,7 +1000,7 @@ def _acrylic(c: _Canvas, method: str, t: float) -> Pixels:
         paint = _saturate(_brush(np.asarray(flat, np.uint8), bins, c.px(14.0)), 0.9 + 0.3 * t, 0.9)
         bristles = _oriented_strokes(c, shape, bins, "bristles", 20.0, 0.6)
         shading = np.clip(_emboss(bristles, 0.45), 0.8, 1.2) * (1.0 + 0.05 * bristles)
-        paint = _lit(paint, shading)
+        paint = _lit(c, paint, shading)
         lines = _lines(c, sigma=1.5, gamma=1.0)
         lift = (_step(205.0, 24.0).astype(np.float32) * 0.5 + 128.0).astype(np.uint8)
     # Outlines as an inked edge, not a soft shadow: thresholded, then kept a little gray.
