@@ -844,8 +844,8 @@ def _watercolor(c: _Canvas, method: str, t: float) -> Pixels:
     modulation *= 1.0 + 0.05 * np.clip(_grain(c, shape, "bloom", 14.0), -2.5, 2.5)
     if method == "artistic":
         # Highlights are left as bare paper, as a painter saves the white.
-        light = (255.0 - wash_gray) / 255.0
-        modulation *= np.clip((light - 0.12) / 0.2, 0, 1)
+        dark = (255.0 - wash_gray) / 255.0
+        modulation *= np.clip((dark - 0.12) / 0.2, 0, 1)
     absorb *= (strength * modulation)[..., None]
     paint = _u8(_PAPER * (1.0 - np.clip(absorb, 0, 1)))
     return _colour(c, paint, lines)
