@@ -230,7 +230,8 @@ async def create_edit(
 
 async def _auto_caption(session: AsyncSession, deps: images.Deps, image: Image) -> None:
     settings = deps.settings
-    if not settings.auto_caption or image.source != "upload":
+    # Uploads and product-CSV imports; not AI edits, whose pixels came from a prompt.
+    if not settings.auto_caption or image.source not in ("upload", "batch"):
         return
     # Automatic captions use the configured default provider and do not count against quota.
     keys = {"gemini": settings.gemini_api_key, "openai": settings.openai_api_key}

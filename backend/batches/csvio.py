@@ -2,7 +2,8 @@
 
 Pure: bytes in, values out. The input has the three columns of the product-CSV format,
 ``S. No.``, ``Product Name`` and ``Input Image Urls`` (a comma-separated list in one cell); the
-output is the same rows with an ``Output Image Urls`` column added.
+output is the same rows with ``Output Image Urls`` (one slot per input URL) and ``Errors``
+columns added.
 
 Every problem a user can fix is reported at once, each with the line number a spreadsheet or a
 text editor shows, so one upload round trip is enough to correct a file.
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 
 HEADER = ("S. No.", "Product Name", "Input Image Urls")
 OUTPUT_COLUMN = "Output Image Urls"
+ERRORS_COLUMN = "Errors"
 
 SERIAL, PRODUCT_NAME, INPUT_URLS = HEADER
 
@@ -346,21 +348,47 @@ def _quoted_list(names: Sequence[str]) -> str:
 # --- writing ---------------------------------------------------------------------------------
 
 
-def write_output(parsed: ParsedCsv, outputs: Mapping[int, Sequence[str | None]]) -> bytes:
-    """The uploaded rows plus ``Output Image Urls``, as UTF-8 CSV with CRLF line ends.
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one input URL: its output's URL once it succeeded, its code if it failed."""
 
-    ``outputs`` maps a row's line to one entry per input URL, None where that image failed;
-    failed images are left out of the list (the per-item endpoint says why).
+    output_url: str | None = None
+    error_code: str | None = None
+
+
+def input_urls(cell: str) -> list[str]:
+    """The URLs of an ``Input Image Urls`` cell as written, in order, repeats included."""
+    return [url for url in (part.strip() for part in cell.split(",")) if url]
+
+
+def write_output(parsed: ParsedCsv, outcomes: Mapping[int, Mapping[str, Outcome]]) -> bytes:
+    """The uploaded rows plus ``Output Image Urls`` and ``Errors``, as UTF-8 CSV with CRLF ends.
+
+    ``outcomes`` maps a row's line to the outcome of each of its URLs. The output cell has one
+    comma-separated slot per input URL, in the input's order, empty where that URL has no
+    output, so the n-th output always belongs to the n-th input. ``Errors`` names each failed
+    URL with its code as ``<url>: <code>``, entries separated by ``; `` (input URLs never
+    contain whitespace, so both splits are unambiguous).
     """
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
+    urls_at = parsed.header.index(INPUT_URLS)
     # Every cell goes through the formula guard, not only those known to come from the user:
     # our own output URLs never start with a formula character, so for them it changes nothing,
     # and a single rule cannot be forgotten when a column is added.
-    writer.writerow([_neutralise(cell) for cell in [*parsed.header, OUTPUT_COLUMN]])
+    writer.writerow([_neutralise(cell) for cell in [*parsed.header, OUTPUT_COLUMN, ERRORS_COLUMN]])
     for row in parsed.rows:
-        produced = ",".join(url for url in outputs.get(row.line, ()) if url)
-        writer.writerow([_neutralise(cell) for cell in [*row.values, produced]])
+        found = outcomes.get(row.line, {})
+        inputs = input_urls(row.values[urls_at])
+        slots = [(found[url].output_url if url in found else None) or "" for url in inputs]
+        # A URL listed twice is one item: named once.
+        failed = dict.fromkeys(
+            f"{url}: {found[url].error_code}"
+            for url in inputs
+            if url in found and found[url].error_code
+        )
+        cells = [*row.values, ",".join(slots), "; ".join(failed)]
+        writer.writerow([_neutralise(cell) for cell in cells])
     # No BOM: the input was accepted with or without one, and tools reading CSV programmatically
     # (the main consumer of a result file) mostly do not expect it.
     return buffer.getvalue().encode("utf-8")

@@ -1,7 +1,7 @@
 """Product CSV batches, one item per input URL, and webhook delivery attempts.
 
-A batch's status and progress are its task's and its counts are its items'; neither is copied
-onto the batch row, so they cannot disagree.
+A batch's status and progress come from its task and its counts from its items; neither is
+copied onto the batch row, so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -21,6 +21,25 @@ class ItemStatus(enum.StrEnum):
     pending = "pending"
     succeeded = "succeeded"
     failed = "failed"
+
+
+class BatchStatus(enum.StrEnum):
+    """A batch's status: its task's while it runs; once its task has succeeded, what its items
+    say (``partial`` when some URLs failed, ``failed`` when all did)."""
+
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    partial = "partial"
+    failed = "failed"
+    canceled = "canceled"
+
+
+def settled_status(succeeded: int, failed: int) -> BatchStatus:
+    """The status of a batch whose every item has been tried."""
+    if failed == 0:
+        return BatchStatus.succeeded
+    return BatchStatus.failed if succeeded == 0 else BatchStatus.partial
 
 
 class Batch(IdMixin, TimestampMixin, Base):

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from backend.auth.deps import CurrentUser
 from backend.batches import service
-from backend.batches.models import BatchItem, ItemStatus
+from backend.batches.models import BatchItem, BatchStatus, ItemStatus
 from backend.core.db import SessionDep
 from backend.core.errors import AppError, problem_responses
 from backend.core.pagination import Page, PageDep
@@ -17,7 +17,6 @@ from backend.core.resources import ResourcesDep
 from backend.storage.responses import object_response
 from backend.tasks.deps import task_queue
 from backend.tasks.idempotency import IdempotencyDep
-from backend.tasks.models import TaskStatus
 from backend.tasks.schemas import TaskOut
 
 router = APIRouter(tags=["batches"], responses=problem_responses(401))
@@ -26,7 +25,7 @@ router = APIRouter(tags=["batches"], responses=problem_responses(401))
 class BatchOut(BaseModel):
     id: uuid.UUID
     filename: str
-    status: TaskStatus
+    status: BatchStatus
     progress: int
     quality: int
     webhook_url: str | None

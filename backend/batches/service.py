@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.auth.models import User
 from backend.batches import csvio
 from backend.batches.fetch import FetchError, FetchPolicy, check_url
-from backend.batches.models import Batch, BatchItem, ItemStatus
+from backend.batches.models import Batch, BatchItem, BatchStatus, ItemStatus, settled_status
 from backend.config import Settings
 from backend.core.errors import AppError, NotFound
 from backend.core.pagination import PageParams, make_page, newest_first
@@ -115,7 +115,7 @@ async def get_batch(session: AsyncSession, *, user_id: uuid.UUID, batch_id: uuid
 async def item_counts(
     session: AsyncSession, batch_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, tuple[int, int]]:
-    """(processed, failed) per batch, from its items in one query."""
+    """(succeeded, failed) items per batch, in one query; pending items are in neither."""
     rows = await session.execute(
         select(BatchItem.batch_id, BatchItem.status, func.count())
         .where(BatchItem.batch_id.in_(batch_ids), BatchItem.status != ItemStatus.pending)
@@ -123,20 +123,33 @@ async def item_counts(
     )
     counts: dict[uuid.UUID, tuple[int, int]] = {}
     for batch_id, status, n in rows.all():
-        done, failed = counts.get(batch_id, (0, 0))
-        counts[batch_id] = (done + n, failed + (n if status == ItemStatus.failed else 0))
+        succeeded, failed = counts.get(batch_id, (0, 0))
+        if status == ItemStatus.failed:
+            counts[batch_id] = (succeeded, failed + n)
+        else:
+            counts[batch_id] = (succeeded + n, failed)
     return counts
+
+
+def batch_status(task: Task | None, succeeded: int, failed: int) -> BatchStatus:
+    """The task's status until it has succeeded, then the items' verdict."""
+    if task is None:
+        return BatchStatus.failed
+    if task.status == TaskStatus.succeeded:
+        return settled_status(succeeded, failed)
+    return BatchStatus(task.status.value)
 
 
 def batch_json(batch: Batch, task: Task | None, counts: tuple[int, int] = (0, 0)) -> dict[str, Any]:
     return {
         "id": batch.id,
         "filename": batch.filename,
-        "status": task.status.value if task else TaskStatus.failed.value,
+        "status": batch_status(task, *counts),
         "progress": task.progress if task else 0,
         "quality": batch.quality,
         "webhook_url": batch.webhook_url,
         "total_images": batch.total_images,
+        # Successes only: an image that failed was tried, not processed.
         "processed_images": counts[0],
         "failed_images": counts[1],
         "task_id": batch.task_id,
@@ -179,6 +192,7 @@ async def items_of(session: AsyncSession, batch: Batch) -> list[BatchItem]:
 
 
 def output_url(settings: Settings, item: BatchItem) -> str:
+    """The one place an item's output URL is made (the items endpoint and the output CSV)."""
     return f"{settings.public_base_url}/api/batches/{item.batch_id}/items/{item.id}/output"
 
 
@@ -192,11 +206,12 @@ def output_csv(batch: Batch, items: list[BatchItem], settings: Settings) -> byte
             for row in batch.rows
         ],
     )
-    outputs: dict[int, list[str | None]] = {}
+    outcomes: dict[int, dict[str, csvio.Outcome]] = {}
     for item in items:
         url = output_url(settings, item) if item.status == ItemStatus.succeeded else None
-        outputs.setdefault(item.line, []).append(url)
-    return csvio.write_output(parsed, outputs)
+        code = (item.error_code or "unknown") if item.status == ItemStatus.failed else None
+        outcomes.setdefault(item.line, {})[item.url] = csvio.Outcome(url, code)
+    return csvio.write_output(parsed, outcomes)
 
 
 async def webhook_secret(session: AsyncSession, *, user: User) -> str:

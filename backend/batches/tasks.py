@@ -19,7 +19,14 @@ from backend.auth.models import User
 from backend.batches import webhooks
 from backend.batches.fetch import FetchError, post_json
 from backend.batches.fetch import fetch_image as fetch
-from backend.batches.models import Batch, BatchItem, ItemStatus, WebhookDelivery
+from backend.batches.models import (
+    Batch,
+    BatchItem,
+    BatchStatus,
+    ItemStatus,
+    WebhookDelivery,
+    settled_status,
+)
 from backend.batches.service import fetch_policy, item_counts, webhook_secret
 from backend.core.db import commit, utcnow
 from backend.core.pixels import run_pixels
@@ -107,6 +114,7 @@ def _declared_type(data: bytes) -> str:
 
 
 async def _counts(resources: Resources, batch_id: uuid.UUID) -> tuple[int, int]:
+    """(succeeded, failed) items so far."""
     async with resources.db.sessionmaker() as session:
         return (await item_counts(session, [batch_id])).get(batch_id, (0, 0))
 
@@ -115,9 +123,10 @@ async def _notify(
     resources: Resources,
     batch: Batch,
     user: User,
-    done: int,
+    succeeded: int,
     failed: int,
     *,
+    status: BatchStatus,
     finished_at: str,
 ) -> None:
     if not batch.webhook_url:
@@ -129,9 +138,9 @@ async def _notify(
         await commit(session)
     payload: dict[str, Any] = {
         "batch_id": str(batch.id),
-        "status": "succeeded",
+        "status": status.value,
         "total_images": batch.total_images,
-        "processed_images": done,
+        "processed_images": succeeded,
         "failed_images": failed,
         "finished_at": finished_at,
     }
@@ -181,14 +190,14 @@ async def run_batch(ctx: TaskContext) -> dict[str, Any]:
     if batch is None or user is None:
         raise TaskError("The batch is gone.", code="batch.gone", retry=False)
     total = max(1, batch.total_images)
-    done, _ = await _counts(resources, batch_id)
+    done = sum(await _counts(resources, batch_id))
     await ctx.progress(int(done * 95 / total), f"{done} of {batch.total_images} images")
     slots = asyncio.Semaphore(resources.settings.batch_concurrency)
 
     async def one(item: BatchItem) -> None:
         async with slots:
             await _process(resources, batch, user, item)
-            finished, _ = await _counts(resources, batch_id)
+            finished = sum(await _counts(resources, batch_id))
             # The last 5 % are the webhook's.
             await ctx.progress(
                 int(finished * 95 / total), f"{finished} of {batch.total_images} images"
@@ -201,14 +210,18 @@ async def run_batch(ctx: TaskContext) -> dict[str, Any]:
     except* TaskCanceled:
         # A cancel seen at one item's checkpoint stops them all; the runner expects it bare.
         raise TaskCanceled() from None
-    done, failed = await _counts(resources, batch_id)
+    succeeded, failed = await _counts(resources, batch_id)
+    # What GET /api/batches/{id} will answer once this task has succeeded; said here too for
+    # the webhook and for clients watching the task.
+    status = settled_status(succeeded, failed)
     # One instant for the webhook and the batch (which reads it from the result), taken before
     # webhook retries, which can take a while, and the task's own end.
     finished_at = utcnow().isoformat().replace("+00:00", "Z")
     await ctx.progress(96, "notifying the webhook" if batch.webhook_url else "done")
-    await _notify(resources, batch, user, done, failed, finished_at=finished_at)
+    await _notify(resources, batch, user, succeeded, failed, status=status, finished_at=finished_at)
     return {
-        "processed_images": done,
+        "status": status.value,
+        "processed_images": succeeded,
         "failed_images": failed,
         "total_images": batch.total_images,
         "finished_at": finished_at,

@@ -11,11 +11,13 @@ import pytest
 
 from backend.batches import csvio
 from backend.batches.csvio import (
+    ERRORS_COLUMN,
     HEADER,
     OUTPUT_COLUMN,
     BatchRow,
     CsvLimits,
     CsvRejected,
+    Outcome,
     ParsedCsv,
     RowError,
     parse,
@@ -471,21 +473,29 @@ def read_output(data: bytes) -> list[list[str]]:
     return list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
 
 
+def ok(url: str) -> Outcome:
+    return Outcome(output_url=url)
+
+
+def bad(code: str) -> Outcome:
+    return Outcome(error_code=code)
+
+
 def test_output_round_trips_with_quoting() -> None:
     parsed = parse(csv_bytes(HEAD, f'1,"Shirt, blue",{A}', f'2,"Hat\nwide","{B},{C}"'))
     out_a = "https://atelier.example/o/1.jpg"
     out_b, out_c = "https://atelier.example/o/2.jpg", "https://atelier.example/o/3.jpg"
 
-    data = write_output(parsed, {2: [out_a], 3: [out_b, out_c]})
+    data = write_output(parsed, {2: {A: ok(out_a)}, 3: {B: ok(out_b), C: ok(out_c)}})
 
     assert not data.startswith(codecs.BOM_UTF8)
-    assert data.startswith(b"S. No.,Product Name,Input Image Urls,Output Image Urls\r\n")
+    assert data.startswith(b"S. No.,Product Name,Input Image Urls,Output Image Urls,Errors\r\n")
     assert read_output(data) == [
-        [*HEADER, OUTPUT_COLUMN],
-        ["1", "Shirt, blue", A, out_a],
-        ["2", "Hat\nwide", f"{B},{C}", f"{out_b},{out_c}"],
+        [*HEADER, OUTPUT_COLUMN, ERRORS_COLUMN],
+        ["1", "Shirt, blue", A, out_a, ""],
+        ["2", "Hat\nwide", f"{B},{C}", f"{out_b},{out_c}", ""],
     ]
-    # The output can be uploaded again once the extra column is dropped.
+    # The output can be uploaded again once the extra columns are dropped.
     again = parse(
         "\r\n".join(
             ",".join(_quote(cell) for cell in row[:3]) for row in read_output(data)
@@ -498,24 +508,46 @@ def _quote(cell: str) -> str:
     return '"' + cell.replace('"', '""') + '"'
 
 
-def test_output_leaves_failed_urls_out() -> None:
-    parsed = parse(csv_bytes(HEAD, f'1,Shirt,"{A},{B},{C}"', f"2,Hat,{A}", f"3,Cap,{B}"))
+def test_output_keeps_one_slot_per_input_url_and_names_failures() -> None:
+    parsed = parse(csv_bytes(HEAD, f'1,Shirt,"{A},{B},{C}"', f"2,Hat,{A}", f'3,Cap,"{B},{C}"'))
 
-    data = write_output(parsed, {2: [None, "https://o/2", None], 3: [None]})
+    data = write_output(
+        parsed,
+        {
+            2: {A: bad("fetch.http_status"), B: ok("https://o/2"), C: bad("upload.bad_magic")},
+            3: {A: bad("fetch.timeout")},
+            4: {B: ok("https://o/4"), C: Outcome()},  # C not tried yet
+        },
+    )
 
     rows = read_output(data)
-    assert rows[1][3] == "https://o/2"
-    assert rows[2][3] == ""
-    assert rows[3][3] == ""  # a row without outputs at all
+    assert [row[3:] for row in rows[1:]] == [
+        [",https://o/2,", f"{A}: fetch.http_status; {C}: upload.bad_magic"],
+        ["", f"{A}: fetch.timeout"],
+        ["https://o/4,", ""],
+    ]
+    # The n-th output slot belongs to the n-th input URL.
+    for row in rows[1:]:
+        assert len(row[3].split(",")) == len(row[2].split(","))
+
+
+def test_output_slots_follow_the_cell_as_written() -> None:
+    # Repeats and stray commas in the input: the items are per distinct URL, the slots per
+    # URL as written, and a failed URL is named once.
+    parsed = parse(csv_bytes(HEAD, f'1,Shirt,"{A}, ,{B},{A}"'))
+
+    rows = read_output(write_output(parsed, {2: {A: ok("https://o/a"), B: bad("fetch.dns")}}))
+
+    assert rows[1][3:] == ["https://o/a,,https://o/a", f"{B}: fetch.dns"]
 
 
 def test_output_keeps_the_uploaded_column_order_and_values() -> None:
     parsed = parse(csv_bytes("Product Name, Input Image Urls ,S. No.", f'Mug ," {A} , {B}",  9'))
 
-    rows = read_output(write_output(parsed, {2: ["https://o/1", "https://o/2"]}))
+    rows = read_output(write_output(parsed, {2: {A: ok("https://o/1"), B: ok("https://o/2")}}))
 
-    assert rows[0] == ["Product Name", "Input Image Urls", "S. No.", OUTPUT_COLUMN]
-    assert rows[1] == ["Mug ", f" {A} , {B}", "9", "https://o/1,https://o/2"]
+    assert rows[0] == ["Product Name", "Input Image Urls", "S. No.", OUTPUT_COLUMN, ERRORS_COLUMN]
+    assert rows[1] == ["Mug ", f" {A} , {B}", "9", "https://o/1,https://o/2", ""]
 
 
 @pytest.mark.parametrize(
@@ -534,9 +566,9 @@ def test_output_keeps_the_uploaded_column_order_and_values() -> None:
 def test_output_neutralises_formulas(cell: str) -> None:
     parsed = ParsedCsv(header=list(HEADER), rows=[BatchRow(2, cell, cell, [A], [cell, cell, A])])
 
-    rows = read_output(write_output(parsed, {2: ["https://o/1"]}))
+    rows = read_output(write_output(parsed, {2: {A: ok("https://o/1")}}))
 
-    assert rows[1] == ["'" + cell, "'" + cell, A, "https://o/1"]
+    assert rows[1] == ["'" + cell, "'" + cell, A, "https://o/1", ""]
 
 
 def test_output_leaves_ordinary_cells_alone() -> None:
@@ -554,6 +586,6 @@ def test_output_from_stored_rows_needs_only_line_and_values() -> None:
         header=list(HEADER), rows=[BatchRow(5, "", "", [], ["1", "Shirt", f"{A},{B}"])]
     )
 
-    rows = read_output(write_output(parsed, {5: ["https://o/a", None]}))
+    rows = read_output(write_output(parsed, {5: {A: ok("https://o/a"), B: bad("fetch.dns")}}))
 
-    assert rows[1] == ["1", "Shirt", f"{A},{B}", "https://o/a"]
+    assert rows[1] == ["1", "Shirt", f"{A},{B}", "https://o/a,", f"{B}: fetch.dns"]

@@ -54,7 +54,7 @@ async def run_batch(base: str, origin: Origin, headers: dict[str, str]) -> float
         batch_id = created.json()["batch"]["id"]
         while True:
             batch = (await c.get(f"/api/batches/{batch_id}")).json()
-            if batch["status"] in ("succeeded", "failed"):
+            if batch["status"] in ("succeeded", "partial", "failed", "canceled"):
                 break
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
