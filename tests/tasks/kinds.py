@@ -48,3 +48,33 @@ async def slow(_ctx: TaskContext) -> None:
 @task("test.noop", timeout=10, max_attempts=2, heartbeat=5)
 async def noop(_ctx: TaskContext) -> dict[str, Any]:
     return {"ok": True}
+
+
+# Hooks for the lease tests, which run a worker in their own process and event loop.
+STUBBORN_SECONDS: dict[str, float] = {}
+STUBBORN_DONE: dict[str, bool] = {}
+RENEWAL_IN_FLIGHT: list[asyncio.Event] = []
+
+
+@task("test.stubborn", timeout=1, max_attempts=1, heartbeat=1)
+async def stubborn(ctx: TaskContext) -> dict[str, Any]:
+    """A handler that swallows every cancellation, the way a transport can: it outlives its
+    timeout and saq's, and only the lease's own limits can free its row."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + float(ctx.payload.get("seconds", 20))
+    while loop.time() < until:
+        try:
+            await asyncio.sleep(until - loop.time())
+        except asyncio.CancelledError:
+            STUBBORN_SECONDS[str(ctx.task_id)] = STUBBORN_SECONDS.get(str(ctx.task_id), 0) + 1
+    STUBBORN_DONE[str(ctx.task_id)] = True
+    return {"stubborn": True}
+
+
+@task("test.ends_mid_renewal", timeout=30, max_attempts=1, heartbeat=1)
+async def ends_mid_renewal(_ctx: TaskContext) -> dict[str, Any]:
+    """Returns exactly while a lease renewal is in flight, so the ticker's cancel lands there."""
+    event = asyncio.Event()
+    RENEWAL_IN_FLIGHT.append(event)
+    await event.wait()
+    return {"ok": True}
