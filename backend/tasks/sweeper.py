@@ -3,8 +3,9 @@
 Periodically (in every worker; a Redis lock lets one of them act per round) it looks at active
 rows past their deadline: a queued row with no pending job (Redis flushed or restarted, enqueue
 failed) is enqueued again; a running row whose lease expired (its worker was killed, or froze)
-is re-queued while it has attempts left and failed for good after that. Running rows renew
-their lease every half heartbeat, so recovery takes about three heartbeats plus one round.
+is re-queued (at the front of the queue) while it has attempts left and failed for good after
+that. Running rows renew their lease every half heartbeat, so recovery takes about three
+heartbeats (6 s by default) plus one round (2 s).
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def _enqueuer(resources: Resources, task: Task) -> Callback:
     task_id, kind = task.id, task.kind
 
     async def enqueue() -> None:
-        await resources.queue.enqueue(task_id, kind)
+        # At the front: recovered work has waited its turn once already.
+        await resources.queue.enqueue_front(task_id, kind)
 
     return enqueue
 

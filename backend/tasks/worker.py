@@ -10,9 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
+import os
+import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -32,8 +37,14 @@ from backend.tasks.registry import REGISTRY, TaskCanceled, TaskContext, TaskErro
 
 log = structlog.get_logger(__name__)
 MAX_ERROR_LENGTH = 1000
-# Cloud Run gives a stopping container 10 s after SIGTERM: finish or hand back jobs before then.
-SHUTDOWN_GRACE_SECONDS = 7
+# Cloud Run gives a stopping container 10 s after SIGTERM. Running jobs get this long to finish,
+# then are cancelled, which hands their rows back (at most CANCEL_DEADLINE_SECONDS); threads still
+# busy with work nobody awaits any more (OpenCV cannot be interrupted) get THREAD_GRACE_SECONDS
+# before the process exits without them: about 6 s in all, 8 s at worst.
+SHUTDOWN_GRACE_SECONDS = 3
+CANCEL_DEADLINE_SECONDS = 2.0
+THREAD_GRACE_SECONDS = 1.0
+WORK_THREAD_PREFIX = "atelier-work"
 
 
 class RetryLater(Exception):
@@ -395,6 +406,7 @@ def build_worker(resources: Resources, *, handle_signals: bool = True) -> Worker
         # A bounded dequeue wait lets shutdown and fakeredis (embedded) make progress.
         dequeue_timeout=1,
         shutdown_grace_period_s=SHUTDOWN_GRACE_SECONDS,
+        cancellation_hard_deadline_s=CANCEL_DEADLINE_SECONDS,
     )
     if not handle_signals:
         # Embedded in the API process: uvicorn owns SIGINT/SIGTERM and stops us via lifespan.
@@ -416,8 +428,18 @@ async def running_worker(resources: Resources) -> AsyncIterator[Worker[WorkerCon
             await runner
 
 
+def _busy_work_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(WORK_THREAD_PREFIX)]
+
+
 async def serve_worker(resources: Resources) -> None:
-    """``atelier worker``: run until SIGTERM/SIGINT, then finish or hand back running jobs."""
+    """``atelier worker``: run until SIGTERM/SIGINT, then finish or hand back running jobs.
+
+    Ends the process itself when threads are still computing for jobs that were handed back:
+    Python would otherwise wait for them at exit, past the platform's kill deadline.
+    """
+    executor = ThreadPoolExecutor(thread_name_prefix=WORK_THREAD_PREFIX)
+    asyncio.get_running_loop().set_default_executor(executor)
     worker = build_worker(resources)
     log.info(
         "worker_starting", concurrency=resources.settings.worker_concurrency, kinds=sorted(REGISTRY)
@@ -426,6 +448,18 @@ async def serve_worker(resources: Resources) -> None:
         await worker.start()
     finally:
         await resources.close()
+    # Idle threads leave at once; busy ones finish work whose job is already handed back.
+    executor.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + THREAD_GRACE_SECONDS
+    while _busy_work_threads() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    busy = _busy_work_threads()
+    if busy:
+        log.warning("worker_stopped", abandoned_threads=len(busy))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     log.info("worker_stopped")
 
 

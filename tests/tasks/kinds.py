@@ -78,3 +78,30 @@ async def ends_mid_renewal(_ctx: TaskContext) -> dict[str, Any]:
     RENEWAL_IN_FLIGHT.append(event)
     await event.wait()
     return {"ok": True}
+
+
+@task("test.heavy", timeout=120, max_attempts=3, heartbeat=2)
+async def heavy(ctx: TaskContext) -> dict[str, Any]:
+    """OpenCV work in a thread, which no cancellation can interrupt: long on the first attempt."""
+    seconds = float(ctx.payload.get("seconds", 20)) if ctx.attempt == 1 else 0.2
+    await ctx.progress(10, "drawing")
+    rounds = await asyncio.to_thread(_opencv_for, seconds)
+    await ctx.progress(90, "done drawing")
+    return {"attempt": ctx.attempt, "rounds": rounds}
+
+
+def _opencv_for(seconds: float) -> int:
+    import time
+
+    import cv2
+
+    from tests.photos import PHOTO
+
+    image = cv2.imread(str(PHOTO))
+    assert image is not None
+    until = time.monotonic() + seconds
+    rounds = 0
+    while time.monotonic() < until:
+        cv2.bilateralFilter(image, 9, 75, 75)
+        rounds += 1
+    return rounds
