@@ -11,6 +11,7 @@ heartbeats (6 s by default) plus one round (2 s).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -100,9 +101,12 @@ def _enqueuer(resources: Resources, task: Task) -> Callback:
     return enqueue
 
 
-async def run_forever(resources: Resources) -> None:
+async def run_forever(resources: Resources, stop: asyncio.Event | None = None) -> None:
+    """Sweep every interval until ``stop`` is set (or, less reliably, until cancelled: a Redis
+    command in flight can swallow the cancellation, so shutdown sets the flag as well)."""
     interval = resources.settings.sweep_interval_seconds
-    while True:
+    stop = stop or asyncio.Event()
+    while not stop.is_set():
         try:
             # One sweeper per round across all workers; the lock expires with the interval.
             if await resources.redis.set(LOCK_KEY, b"1", nx=True, px=int(interval * 900)):
@@ -111,4 +115,5 @@ async def run_forever(resources: Resources) -> None:
             raise
         except Exception:  # noqa: BLE001 - Redis or the database may be down; try next round
             log.exception("sweep_failed")
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)

@@ -45,6 +45,7 @@ SHUTDOWN_GRACE_SECONDS = 3
 CANCEL_DEADLINE_SECONDS = 2.0
 THREAD_GRACE_SECONDS = 1.0
 WORK_THREAD_PREFIX = "atelier-work"
+SWEEPER_STOP_SECONDS = 2.0
 
 
 class RetryLater(Exception):
@@ -382,16 +383,21 @@ def build_worker(resources: Resources, *, handle_signals: bool = True) -> Worker
     settings = resources.settings
     load_task_modules(settings.task_modules)
 
+    sweeper_stop = asyncio.Event()
+
     async def startup(ctx: WorkerContext) -> None:
         ctx["resources"] = resources
-        ctx["sweeper"] = asyncio.create_task(sweeper.run_forever(resources))
+        sweeper_stop.clear()
+        ctx["sweeper"] = asyncio.create_task(sweeper.run_forever(resources, sweeper_stop))
 
     async def shutdown(ctx: WorkerContext) -> None:
         task = ctx.get("sweeper")
         if task is not None:
+            # The flag ends the loop even if the cancel is swallowed by a command in flight;
+            # the wait is bounded either way, so shutdown never hangs on it.
+            sweeper_stop.set()
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=SWEEPER_STOP_SECONDS)
 
     worker: Worker[WorkerContext] = Worker(
         resources.queue.saq,

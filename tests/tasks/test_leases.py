@@ -206,3 +206,38 @@ async def test_postgres_restart_mid_load_leaves_no_task_running_past_its_lease(
 def test_lease_is_a_few_heartbeats() -> None:
     spec = spec_for("test.steps")
     assert spec.lease == 3 * spec.heartbeat
+
+
+async def test_worker_shutdown_ends_a_sweeper_whose_cancel_is_swallowed(
+    resources: Resources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backend.tasks import sweeper
+
+    in_flight = asyncio.Event()
+    swallowed: list[bool] = []
+    original = sweeper.sweep_once
+
+    async def sweep_swallowing_a_cancel(res: Resources) -> Any:
+        in_flight.set()
+        try:
+            await asyncio.sleep(15)  # still in flight when shutdown comes
+        except asyncio.CancelledError:
+            swallowed.append(True)  # like a Redis command in flight eating it
+            await asyncio.sleep(0.5)
+        return await original(res)
+
+    monkeypatch.setattr(sweeper, "sweep_once", sweep_swallowing_a_cancel)
+    running = running_worker(resources)
+    await running.__aenter__()
+    await asyncio.wait_for(in_flight.wait(), 10)
+    # Bounded only so that a regression fails instead of hanging the run.
+    await asyncio.wait_for(running.__aexit__(None, None, None), 20)
+    assert swallowed
+    sweepers = [
+        t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "run_forever"
+    ]
+    for _ in range(40):
+        if all(t.done() for t in sweepers):
+            break
+        await asyncio.sleep(0.1)
+    assert all(t.done() for t in sweepers)
