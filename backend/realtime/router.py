@@ -17,9 +17,10 @@ Messages, server to client, all JSON text frames:
   closing an idle connection.
 
 Messages from the client are ignored. Close codes: 1008 (refused), 1011 (server error), 1012
-(server restarting), 1013 (the client fell behind). After any close a client reconnects, on
-whichever instance it reaches, with ``GET /ws?since=<cursor>`` (the ``cursor`` of the last
-message it received) and misses nothing: tasks that finished during the gap are in the snapshot.
+(server restarting), 1013 (the client fell behind, or the database is down: try again later).
+After any close a client reconnects, on whichever instance it reaches, with
+``GET /ws?since=<cursor>`` (the ``cursor`` of the last message it received) and misses
+nothing: tasks that finished during the gap are in the snapshot.
 Cursors are opaque; a malformed one is ignored (``"resumed": false``, active tasks only).
 """
 
@@ -39,7 +40,7 @@ from backend.auth.deps import ACCESS_COOKIE
 from backend.auth.service import resolve_access, resolve_api_key
 from backend.auth.tokens import InvalidToken, decode_access_token
 from backend.core.db import commit, utcnow
-from backend.core.errors import AppError
+from backend.core.errors import AppError, dependency_down
 from backend.core.resources import Resources
 from backend.realtime.hub import RESYNC, HubClosed, SlowConsumer, Subscription
 from backend.tasks.events import cursor_for, parse_cursor, task_json
@@ -225,5 +226,9 @@ async def _serve(websocket: WebSocket, resources: Resources, user_id: uuid.UUID)
         return code
     if isinstance(error, WebSocketDisconnect):
         return None  # the client vanished mid-send
+    if dependency_down(error):
+        # The database (or Redis) is down: not a bug; the client should retry a little later.
+        log.warning("ws_dependency_down", error=type(error).__name__)
+        return CLOSE_TRY_AGAIN_LATER
     log.error("ws_failed", error=repr(error), exc_info=error)
     return CLOSE_INTERNAL_ERROR

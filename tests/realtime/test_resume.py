@@ -10,14 +10,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from backend.core.db import Database
+from backend.core.resources import Resources
+from backend.main import create_app
 from backend.tasks.events import publish
 from backend.tasks.models import TaskStatus
 from tests.conftest import AppFactory
 from tests.live import serve
+from tests.outage import Restartable, outage_postgres  # noqa: F401 - fixture
 from tests.realtime.test_ws import (
     GOOD_ORIGIN,
     TIMEOUT,
@@ -140,3 +145,33 @@ async def test_resync_on_a_live_socket_includes_tasks_that_finished_meanwhile(
             snapshot = await receive_event(ws)
             assert snapshot["type"] == "snapshot"
             assert by_id(snapshot)[str(row.id)]["status"] == "succeeded"
+
+
+async def test_database_outage_closes_with_try_again_later_and_refuses_new_sockets(
+    settings: Any,
+    redis: Redis,
+    outage_postgres: Restartable,  # noqa: F811
+) -> None:
+    outage_postgres.ensure_up()
+    app_settings = settings.model_copy(update={"database_url": outage_postgres.url})
+    app = create_app(app_settings, resources=Resources(app_settings, redis=redis))
+    try:
+        async with serve(app) as base_url:
+            alice = await register(base_url, "alice")
+            async with open_ws_since(base_url, alice, None) as ws:
+                assert (await receive(ws))["type"] == "snapshot"
+                outage_postgres.stop()
+                # Events may have been lost: the socket must re-read, and cannot.
+                await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+                with pytest.raises(ConnectionClosed) as closed:
+                    await receive_event(ws)
+                assert closed.value.rcvd is not None
+                assert closed.value.rcvd.code == 1013
+            # A new socket cannot even be authenticated: refused with a 503, before the upgrade.
+            with pytest.raises(InvalidStatus) as refused:
+                async with open_ws_since(base_url, alice, None):
+                    pass
+            assert refused.value.response.status_code == 503
+    finally:
+        outage_postgres.ensure_up()
+        await app.state.resources.close()
