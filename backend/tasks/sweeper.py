@@ -22,6 +22,7 @@ from sqlalchemy import select
 from backend.core.db import Callback, commit, on_commit, utcnow
 from backend.core.resources import Resources
 from backend.tasks import events
+from backend.tasks.deps import task_queue
 from backend.tasks.models import ACTIVE_STATUSES, Task, TaskStatus
 
 log = structlog.get_logger(__name__)
@@ -39,7 +40,7 @@ class SweepReport:
 
 async def sweep_once(resources: Resources) -> SweepReport:
     report = SweepReport()
-    queue = resources.queue
+    queue = task_queue(resources)
     grace = timedelta(seconds=queue.queue_grace)
     now = utcnow()
     async with resources.db.sessionmaker() as session:
@@ -96,7 +97,7 @@ def _enqueuer(resources: Resources, task: Task) -> Callback:
 
     async def enqueue() -> None:
         # At the front: recovered work has waited its turn once already.
-        await resources.queue.enqueue_front(task_id, kind)
+        await task_queue(resources).enqueue_front(task_id, kind)
 
     return enqueue
 

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from backend.composition import AppResources
 from backend.config import Settings
 from backend.core.db import Database
-from backend.core.resources import Resources
 from backend.main import create_app
 from tests.conftest import PASSWORD, client_for, unique_email
 from tests.outage import Restartable, outage_postgres, outage_redis  # noqa: F401 - fixtures
@@ -74,7 +74,7 @@ async def pg_app(
     outage_postgres.ensure_up()
     app_settings = settings.model_copy(update={"database_url": outage_postgres.url})
     # The app's own Database, built like production's (with its connect and pool timeouts).
-    app = create_app(app_settings, resources=Resources(app_settings, redis=redis))
+    app = create_app(app_settings, resources=AppResources(app_settings, redis=redis))
     yield app, outage_postgres
     await app.state.resources.close()
     outage_postgres.ensure_up()
@@ -131,7 +131,7 @@ async def redis_app(
     outage_redis.ensure_up()
     app_settings = settings.model_copy(update={"redis_url": outage_redis.url})
     # The app's own Redis client, built like production's (with its bounded timeouts).
-    app = create_app(app_settings, resources=Resources(app_settings, db=database))
+    app = create_app(app_settings, resources=AppResources(app_settings, db=database))
     yield app, outage_redis
     await app.state.resources.close()
     outage_redis.ensure_up()

@@ -19,9 +19,9 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy import select
 
+from backend.composition import AppResources
 from backend.config import Settings
 from backend.core.db import Database
-from backend.core.resources import Resources
 from backend.images import tasks as image_tasks
 from backend.main import create_app
 from backend.tasks.models import Task, TaskStatus
@@ -33,10 +33,10 @@ from tests.photos import PORTRAIT
 @pytest.fixture
 async def stack(
     settings: Settings, committed_database: Database, redis: Redis, tmp_path: Path
-) -> AsyncIterator[tuple[FastAPI, Resources, Path]]:
+) -> AsyncIterator[tuple[FastAPI, AppResources, Path]]:
     objects = tmp_path / "objects"
     app_settings = settings.model_copy(update={"storage_url": f"file://{objects}"})
-    resources = Resources(app_settings, db=committed_database, redis=redis)
+    resources = AppResources(app_settings, db=committed_database, redis=redis)
     app = create_app(app_settings, resources=resources)
     yield app, resources, objects
     await resources.storage.close()
@@ -66,7 +66,7 @@ async def _upload(app: FastAPI) -> tuple[httpx.AsyncClient, dict[str, str], str,
     return c, csrf, answer.json()["id"], user_id
 
 
-async def _thumbnail_task(resources: Resources, user_id: uuid.UUID) -> Task:
+async def _thumbnail_task(resources: AppResources, user_id: uuid.UUID) -> Task:
     deadline = time.monotonic() + 30
     while True:
         async with resources.db.sessionmaker() as session:
@@ -81,7 +81,7 @@ async def _thumbnail_task(resources: Resources, user_id: uuid.UUID) -> Task:
 
 
 async def test_delete_while_rendering_leaves_no_thumbnails(
-    stack: tuple[FastAPI, Resources, Path], monkeypatch: pytest.MonkeyPatch
+    stack: tuple[FastAPI, AppResources, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app, resources, objects = stack
     rendering, release = threading.Event(), threading.Event()
@@ -112,7 +112,7 @@ async def test_delete_while_rendering_leaves_no_thumbnails(
 
 
 async def test_delete_before_the_original_is_read_cancels_the_task(
-    stack: tuple[FastAPI, Resources, Path], monkeypatch: pytest.MonkeyPatch
+    stack: tuple[FastAPI, AppResources, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app, resources, objects = stack
     reading, release = asyncio.Event(), asyncio.Event()

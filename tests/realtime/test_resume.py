@@ -15,8 +15,8 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from backend.composition import AppResources
 from backend.core.db import Database
-from backend.core.resources import Resources
 from backend.main import create_app
 from backend.tasks.events import publish
 from backend.tasks.models import TaskStatus
@@ -154,7 +154,7 @@ async def test_database_outage_closes_with_try_again_later_and_refuses_new_socke
 ) -> None:
     outage_postgres.ensure_up()
     app_settings = settings.model_copy(update={"database_url": outage_postgres.url})
-    app = create_app(app_settings, resources=Resources(app_settings, redis=redis))
+    app = create_app(app_settings, resources=AppResources(app_settings, redis=redis))
     try:
         async with serve(app) as base_url:
             alice = await register(base_url, "alice")

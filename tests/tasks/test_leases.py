@@ -18,9 +18,9 @@ import pytest
 from sqlalchemy import select, update
 
 from backend.auth.service import create_user
+from backend.composition import AppResources
 from backend.config import Settings
 from backend.core.db import Database, commit, utcnow
-from backend.core.resources import Resources
 from backend.tasks import service
 from backend.tasks.models import Task, TaskStatus
 from backend.tasks.registry import spec_for
@@ -31,7 +31,7 @@ from tests.tasks.conftest import CreateTask, SpawnWorker, load, wait_for, wait_s
 
 
 async def test_renewal_is_refused_to_another_generation_and_past_its_lifetime(
-    resources: Resources, create_task: CreateTask
+    resources: AppResources, create_task: CreateTask
 ) -> None:
     task_id = await create_task("test.steps", steps=2)
     runner = TaskRunner(resources, None)
@@ -62,7 +62,7 @@ async def test_renewal_is_refused_to_another_generation_and_past_its_lifetime(
 
 
 async def test_ticker_ends_with_its_task_when_its_cancel_is_swallowed(
-    resources: Resources, create_task: CreateTask, monkeypatch: pytest.MonkeyPatch
+    resources: AppResources, create_task: CreateTask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loop = asyncio.get_running_loop()
     renewals: list[float] = []
@@ -103,7 +103,7 @@ async def test_ticker_ends_with_its_task_when_its_cancel_is_swallowed(
 
 
 async def test_a_handler_that_swallows_cancellation_loses_its_lease(
-    resources: Resources, create_task: CreateTask
+    resources: AppResources, create_task: CreateTask
 ) -> None:
     # timeout 1 s, lease 3 s, one attempt: renewals stop 4 s after the claim at the latest.
     task_id = await create_task("test.stubborn", seconds=14)
@@ -149,7 +149,7 @@ async def test_postgres_restart_mid_load_leaves_no_task_running_past_its_lease(
     settings = engine_settings.model_copy(
         update={"database_url": outage_postgres.url, "worker_concurrency": 4}
     )
-    resources = Resources(settings, db=outage_db, redis=redis)
+    resources = AppResources(settings, db=outage_db, redis=redis)
     async with outage_db.sessionmaker() as session:
         user = await create_user(
             session, email=f"pg-{uuid.uuid4().hex[:8]}@example.com", password="a long password"
@@ -209,7 +209,7 @@ def test_lease_is_a_few_heartbeats() -> None:
 
 
 async def test_worker_shutdown_ends_a_sweeper_whose_cancel_is_swallowed(
-    resources: Resources, monkeypatch: pytest.MonkeyPatch
+    resources: AppResources, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from backend.tasks import sweeper
 
@@ -217,7 +217,7 @@ async def test_worker_shutdown_ends_a_sweeper_whose_cancel_is_swallowed(
     swallowed: list[bool] = []
     original = sweeper.sweep_once
 
-    async def sweep_swallowing_a_cancel(res: Resources) -> Any:
+    async def sweep_swallowing_a_cancel(res: AppResources) -> Any:
         in_flight.set()
         try:
             await asyncio.sleep(15)  # still in flight when shutdown comes

@@ -10,20 +10,20 @@ import uuid
 from redis.asyncio import Redis
 from sqlalchemy import update
 
-from backend.core.resources import Resources
+from backend.composition import AppResources
 from backend.tasks.models import Task, TaskStatus
 from backend.tasks.sweeper import sweep_once
 from tests.tasks.conftest import CreateTask, SpawnWorker, load, wait_for, wait_status
 
 
-async def _queued_keys(resources: Resources, redis: Redis) -> list[str]:
+async def _queued_keys(resources: AppResources, redis: Redis) -> list[str]:
     saq = resources.queue.saq
     ids = await redis.lrange(saq._queued, 0, -1)  # noqa: SLF001 - the wire order is the point
     return [saq.job_key_from_id(i.decode() if isinstance(i, bytes) else i) for i in ids]
 
 
 async def test_enqueue_front_goes_ahead_of_waiting_work_and_dedupes(
-    resources: Resources, create_task: CreateTask, redis: Redis
+    resources: AppResources, create_task: CreateTask, redis: Redis
 ) -> None:
     waiting = [await create_task("test.noop") for _ in range(3)]
     urgent = await create_task("test.noop")
@@ -42,7 +42,7 @@ async def test_enqueue_front_goes_ahead_of_waiting_work_and_dedupes(
 
 
 async def test_the_sweeper_puts_a_recovered_task_at_the_front(
-    resources: Resources, create_task: CreateTask, redis: Redis
+    resources: AppResources, create_task: CreateTask, redis: Redis
 ) -> None:
     lost = await create_task("test.noop")
     backlog = [await create_task("test.noop") for _ in range(3)]
@@ -62,7 +62,7 @@ async def test_the_sweeper_puts_a_recovered_task_at_the_front(
 
 
 async def test_sigterm_exits_in_time_with_opencv_threads_busy(
-    resources: Resources, create_task: CreateTask, spawn_worker: SpawnWorker
+    resources: AppResources, create_task: CreateTask, spawn_worker: SpawnWorker
 ) -> None:
     first = spawn_worker()
     await first.wait_ready()
