@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     # unset, one key ("k0") is derived from SECRET_KEY.
     delivery_keys: SecretStr | None = None
     delivery_max_side: int = Field(default=4096, ge=16, le=16384)
-    delivery_max_pixels: int = Field(default=16_777_216, ge=256)
+    delivery_max_pixels: int = Field(default=16_000_000, ge=256)
     delivery_default_quality: int = Field(default=80, ge=1, le=100)
     delivery_max_expires_in: int = Field(default=365 * 24 * 3600, ge=60)
     # How long a request waits for another instance rendering the same variant.
