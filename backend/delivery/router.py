@@ -78,7 +78,7 @@ async def mint_url(
 
 
 @router.get(
-    "/d/{signed}/{options}/{kind}/{ident}",
+    "/d/{signed}/{rest:path}",
     response_class=Response,
     responses={
         200: {"description": "The derived image", "content": {"image/*": {}}},
@@ -88,9 +88,7 @@ async def mint_url(
 )
 async def deliver(
     signed: str,
-    options: str,
-    kind: str,
-    ident: str,
+    rest: str,
     resources: ResourcesDep,
     accept: Annotated[str, Header()] = "",
     if_none_match: Annotated[str | None, Header()] = None,
@@ -99,9 +97,7 @@ async def deliver(
     served = await service.serve(
         service.Deps(resources.db, resources.storage, resources.redis, resources.settings),
         signed=signed,
-        options_text=options,
-        kind=kind,
-        ident=ident,
+        rest=rest,
         accept=accept,
         if_none_match=if_none_match,
     )

@@ -271,17 +271,13 @@ async def serve(
     deps: Deps,
     *,
     signed: str,
-    options_text: str,
-    kind: str,
-    ident: str,
+    rest: str,
     accept: str,
     if_none_match: str | None,
 ) -> Served:
     settings = deps.settings
     try:
-        options, source = signing.verify(
-            signing.keyring(settings), signed, options_text, kind, ident
-        )
+        options, source = signing.verify(signing.keyring(settings), signed, rest)
     except signing.SignatureError:
         raise DeliveryForbidden("This URL is not signed by this server.") from None
     except signing.OptionsError as exc:

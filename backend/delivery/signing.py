@@ -1,10 +1,12 @@
 """Signed delivery URLs: the canonical option string, the HMAC over it, and its verification.
 
 A URL is ``{PUBLIC_BASE_URL}/d/{kid}.{sig}/{options}/{kind}/{id}`` where ``options`` is the
-canonical string (``w:400,h:300,fit:cover,g:smart,fmt:webp,q:80,exp:1790000000``: keys in that
+canonical path (``w:400/h:300/fit:cover/g:smart/fmt:webp/q:80/exp:1790000000``: keys in that
 order, ``w``, ``h``, ``q`` and ``exp`` only when set, ``fit``, ``g`` and ``fmt`` always), ``kind``
 is ``image`` or ``sketch``, and ``sig`` is the unpadded base64url HMAC-SHA256, under the secret
-named by ``kid``, of ``{options}/{kind}/{id}``. Pure: no HTTP, storage or database here.
+named by ``kid``, of ``{options}/{kind}/{id}``: everything after the signature, as imgproxy does.
+No commas, so lists of URLs (a product CSV's output column) stay unambiguous. Pure: no HTTP,
+storage or database here.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class Options:
             parts.append(f"q:{self.quality}")
         if self.expires is not None:
             parts.append(f"exp:{self.expires}")
-        return ",".join(parts)
+        return "/".join(parts)
 
     def variant(self) -> str:
         """What the pixels depend on: the canonical options without the expiry."""
@@ -78,7 +80,7 @@ def parse_options(text: str) -> Options:
     """Options from their canonical string; anything else (other order, spacing) is refused,
     so one variant has exactly one URL and caches in front of us store it once."""
     values: dict[str, str] = {}
-    for part in text.split(","):
+    for part in text.split("/"):
         name, sep, value = part.partition(":")
         if not sep or name in values:
             raise OptionsError(f"malformed option {part!r}")
@@ -155,15 +157,16 @@ def sign_path(keys: dict[str, bytes], options: Options, source: Source) -> str:
     return f"/d/{kid}.{signature(secret, text, source.path())}/{text}/{source.path()}"
 
 
-def verify(
-    keys: dict[str, bytes], signed: str, options_text: str, kind: str, ident: str
-) -> tuple[Options, Source]:
-    """Check the signature first, then parse: nothing unsigned is ever interpreted."""
+def verify(keys: dict[str, bytes], signed: str, rest: str) -> tuple[Options, Source]:
+    """``signed`` is ``{kid}.{sig}``, ``rest`` the path after it. The signature is checked
+    first: nothing unsigned is ever interpreted."""
     kid, _, sig = signed.partition(".")
     secret = keys.get(kid)
-    if secret is None or not sig:
-        raise SignatureError("unknown key id")
-    expected = signature(secret, options_text, f"{kind}/{ident}")
+    options_text, _, source = rest.rpartition("/")
+    options_text, _, kind = options_text.rpartition("/")
+    if secret is None or not sig or not options_text:
+        raise SignatureError("unknown key id or incomplete URL")
+    expected = signature(secret, options_text, f"{kind}/{source}")
     if not hmac.compare_digest(expected.encode(), sig.encode()):
         raise SignatureError("bad signature")
-    return parse_options(options_text), parse_source(kind, ident)
+    return parse_options(options_text), parse_source(kind, source)
