@@ -52,15 +52,16 @@ class Stack:
     settings: Settings
     opened: list[httpx.AsyncClient] = field(default_factory=list)
 
-    def second_instance(self) -> FastAPI:
-        """Another API instance on the same database, Redis and storage."""
+    def second_instance(self, **overrides: Any) -> FastAPI:
+        """Another API instance on the same database, Redis and storage (and other settings)."""
+        settings = self.settings.model_copy(update=overrides) if overrides else self.settings
         resources = Resources(
-            self.settings,
+            settings,
             db=self.resources.db,
             redis=self.resources.redis,
             storage=self.resources.storage,
         )
-        return create_app(self.settings, resources=resources)
+        return create_app(settings, resources=resources)
 
     def anonymous(self, app: FastAPI | None = None) -> httpx.AsyncClient:
         c = client_for(app or self.app)

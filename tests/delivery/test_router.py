@@ -8,14 +8,18 @@ import io
 import time
 import uuid
 
+import cv2
 import httpx
+import numpy as np
 import pytest
 from PIL import ImageCms
 
-from backend.delivery import service, signing
+from backend.delivery import service, signing, transform
 from backend.delivery.signing import Options, Source
+from backend.tasks.worker import running_worker
 from tests.auth.test_router import assert_problem
 from tests.delivery.conftest import BASE, Stack, decoded, jpeg
+from tests.photos import PORTRAIT
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -224,6 +228,16 @@ async def test_mint_refusals(stack: Stack) -> None:
         409,
         "delivery.source_failed",
     )
+    # A sketch without a result yet (no worker runs here).
+    created = await alice.post(
+        "/api/sketch/create", json={"image_id": image_id, "style": "pencil", "method": "basic"}
+    )
+    assert created.status_code == 202, created.text
+    assert_problem(
+        await alice.post("/api/delivery/url", json={"sketch_id": created.json()["sketch"]["id"]}),
+        409,
+        "delivery.source_not_ready",
+    )
     # Minting needs a user; serving does not.
     assert_problem(
         await stack.anonymous().post("/api/delivery/url", json={"image_id": image_id}),
@@ -317,3 +331,56 @@ async def test_images_api_links_open_without_cookies(stack: Stack) -> None:
         await client.get(links["medium"].removeprefix(BASE), headers={"Accept": "image/webp"})
     )
     assert (medium.format, medium.size) == ("WEBP", (800, 600))
+
+
+async def test_sketch_results_are_delivered_and_deleted_with_the_sketch(stack: Stack) -> None:
+    alice = await stack.user()
+    image_id = await stack.upload(alice)
+    async with running_worker(stack.resources):
+        created = await alice.post(
+            "/api/sketch/create", json={"image_id": image_id, "style": "pencil", "method": "basic"}
+        )
+        assert created.status_code == 202, created.text
+        sketch_id = created.json()["sketch"]["id"]
+        for _ in range(200):
+            sketch = (await alice.get(f"/api/sketch/{sketch_id}")).json()
+            if sketch["status"] != "processing":
+                break
+            await asyncio.sleep(0.05)
+        assert sketch["status"] == "ready", sketch
+    path = await stack.mint(alice, sketch_id=sketch_id, width=100, height=100, fit="cover")
+    client = stack.anonymous()
+    picture = decoded(await client.get(path, headers={"Accept": "image/webp"}))
+    assert (picture.format, picture.size) == ("WEBP", (100, 100))
+    key = service.derivative_key(
+        Source("sketch", uuid.UUID(sketch_id)),
+        Options(width=100, height=100, fit="cover"),
+        "webp",
+        80,
+    )
+    assert await stack.resources.storage.head(key) is not None
+    assert (await alice.delete(f"/api/sketch/{sketch_id}")).status_code == 204
+    assert_problem(await client.get(path), 404, "delivery.not_found")
+    assert await stack.resources.storage.head(key) is None
+    # The image itself still serves.
+    assert (
+        await client.get(await stack.mint(alice, image_id=image_id, width=50))
+    ).status_code == 200
+
+
+async def test_smart_crop_over_http_keeps_the_face(stack: Stack) -> None:
+    alice = await stack.user()
+    image_id = await stack.upload(alice, PORTRAIT.read_bytes())
+    path = await stack.mint(
+        alice, image_id=image_id, width=80, height=400, fit="cover", gravity="smart"
+    )
+    out = decoded(await stack.anonymous().get(path, headers={"Accept": "image/png"}))
+    assert out.size == (80, 400)
+    portrait = np.asarray(cv2.imread(str(PORTRAIT), cv2.IMREAD_COLOR), dtype=np.uint8)
+    (fx, _, fw, _), *_ = transform.detect_faces(portrait)
+    crop = (round(80 * portrait.shape[0] / 400), portrait.shape[0])
+    back = cv2.resize(cv2.cvtColor(np.asarray(out.convert("RGB")), cv2.COLOR_RGB2BGR), crop)
+    scores = cv2.matchTemplate(portrait, back, cv2.TM_CCOEFF_NORMED)
+    x = int(cv2.minMaxLoc(scores)[3][0])
+    assert x <= fx
+    assert fx + fw <= x + crop[0]
