@@ -1,11 +1,11 @@
 """Delivery: minting signed URLs, and serving them from a cache of rendered derivatives.
 
-A variant (source + canonical options without expiry + negotiated format) is rendered once:
-the object is stored under a key derived from it, then a ``delivery_derivatives`` row records
-it, so a row found is a cache hit on any instance and costs one indexed query and one storage
-read. Concurrent first requests for one variant render once: the first takes a Redis lock
-(``SET NX PX``) and the others wait for its row, rendering themselves only if the lock holder
-vanishes. Pixel work runs on the shared pixel threads (``run_pixels``).
+A variant (source + canonical options without expiry + negotiated format + quality) is
+rendered once and stored under a key derived from it, so a hit on any instance is one storage
+read and no database query; a ``delivery_derivatives`` row records each object so deleting the
+source finds and deletes them. Concurrent first requests for one variant render once: the first
+takes a Redis lock (``SET NX PX``) and the others wait for its row, rendering themselves only if
+the lock holder vanishes. Pixel work runs on the shared pixel threads (``run_pixels``).
 """
 
 from __future__ import annotations
@@ -297,24 +297,17 @@ async def serve(
         # A cache must not keep serving the URL after it expires.
         cache_control = f"public, max-age={options.expires - now}"
 
-    def answer(row: Derivative | _Rendered) -> Served:
-        fresh = _etag_matches(if_none_match, row.etag)
-        data = None if fresh else row.data if isinstance(row, _Rendered) else None
-        return Served(row.content_type, row.etag, cache_control, options.format == "auto", data)
-
-    row = await _find(deps.db, key)
-    if row is not None:
-        if _etag_matches(if_none_match, row.etag):
-            return answer(row)
-        try:
-            data = await deps.storage.get(key)
-        except ObjectNotFound:
-            log.warning("delivery.derivative_missing", key=key)
-        else:
-            return Served(row.content_type, row.etag, cache_control, options.format == "auto", data)
-
-    rendered = await _render_once(deps, source, options, fmt, quality, key)
-    return answer(rendered)
+    vary = options.format == "auto"
+    try:
+        # The hit path touches storage only: an object under the variant's key exists only
+        # while its source does (deletion removes it), so no database query is needed.
+        cached: _Rendered = _stored(fmt, await deps.storage.get(key))
+    except ObjectNotFound:
+        cached = await _render_once(deps, source, options, fmt, quality, key)
+    fresh = _etag_matches(if_none_match, cached.etag)
+    return Served(
+        cached.content_type, cached.etag, cache_control, vary, None if fresh else cached.data
+    )
 
 
 @dataclass(frozen=True)
@@ -322,6 +315,14 @@ class _Rendered:
     content_type: str
     etag: str
     data: bytes
+
+
+def _etag(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def _stored(fmt: str, data: bytes) -> _Rendered:
+    return _Rendered(encoding.CONTENT_TYPES[fmt], _etag(data), data)
 
 
 async def _render_once(
@@ -338,22 +339,20 @@ async def _render_once(
     while not await deps.redis.set(lock, token, nx=True, px=_LOCK_TTL_MS):
         # Another request (here or on another instance) is rendering this variant.
         await asyncio.sleep(_POLL_SECONDS)
-        row = await _find(deps.db, key)
-        if row is not None:
+        if await _find(deps.db, key) is not None:
             try:
-                return _Rendered(row.content_type, row.etag, await deps.storage.get(key))
+                return _stored(fmt, await deps.storage.get(key))
             except ObjectNotFound:
                 pass
         if time.monotonic() > deadline:
             log.warning("delivery.lock_wait_timeout", key=key)
             break
     try:
-        row = await _find(deps.db, key)
-        if row is not None:
-            try:
-                return _Rendered(row.content_type, row.etag, await deps.storage.get(key))
-            except ObjectNotFound:
-                pass
+        # Rendered by someone else between our miss and the lock?
+        try:
+            return _stored(fmt, await deps.storage.get(key))
+        except ObjectNotFound:
+            pass
         return await _render_and_store(deps, source, options, fmt, quality, key)
     finally:
         # Release only our own lock: a lock that expired may be another renderer's now.
@@ -397,7 +396,7 @@ async def _render_and_store(
             f"The source could not be rendered: {exc}", code="delivery.render_failed", status=422
         ) from None
     RENDERS.append(key)
-    etag = hashlib.sha256(encoded).hexdigest()[:32]
+    etag = _etag(encoded)
     content_type = encoding.CONTENT_TYPES[fmt]
     await deps.storage.put(key, encoded, content_type=content_type, cache_control=IMMUTABLE)
     try:
