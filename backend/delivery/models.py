@@ -1,8 +1,8 @@
 """The derivatives delivery has rendered: where each is stored and what it came from.
 
-A row exists only once its object is stored, so a row found is a cache hit. Rows go with their
-image or sketch (ON DELETE CASCADE); the objects are removed by the delete hooks in service.py,
-which find them here before the source row is deleted.
+A row is written as rendering starts (before the object is stored): it lists every object that
+may exist for a source. Rows go with their image or sketch (ON DELETE CASCADE); the objects are
+removed by the delete hooks in service.py, which find them here before the source is deleted.
 """
 
 from __future__ import annotations
@@ -27,5 +27,3 @@ class Derivative(IdMixin, TimestampMixin, Base):
         ForeignKey("sketches.id", ondelete="CASCADE"), index=True
     )
     content_type: Mapped[str] = mapped_column(String(32))
-    etag: Mapped[str] = mapped_column(String(64))
-    size_bytes: Mapped[int]

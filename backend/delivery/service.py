@@ -386,45 +386,58 @@ async def _render_and_store(
         max_pixels=settings.delivery_max_pixels,
     )
     side = transform.decode_side(origin.width, origin.height, spec)
+    content_type = encoding.CONTENT_TYPES[fmt]
     started = time.perf_counter()
+    # The row is written while the pixels are worked on (its commit costs as much as an encode
+    # on SQLite); it only says where an object may be, so it can come first.
+    recording = asyncio.create_task(_record(deps.db, key, origin, content_type))
     try:
         encoded = await run_pixels(
             _render, data, spec, side, fmt, quality, settings.max_image_pixels
         )
     except ValueError as exc:
+        await recording
         raise AppError(
             f"The source could not be rendered: {exc}", code="delivery.render_failed", status=422
         ) from None
+    except BaseException:
+        recording.cancel()
+        raise
+    if not await recording:
+        raise SourceGone("The image or sketch behind this URL no longer exists.")
     RENDERS.append(key)
-    etag = _etag(encoded)
-    content_type = encoding.CONTENT_TYPES[fmt]
     await deps.storage.put(key, encoded, content_type=content_type, cache_control=IMMUTABLE)
-    try:
-        async with deps.db.sessionmaker() as session:
-            session.add(
-                Derivative(
-                    key=key,
-                    image_id=origin.image_id,
-                    sketch_id=origin.sketch_id,
-                    content_type=content_type,
-                    etag=etag,
-                    size_bytes=len(encoded),
-                )
-            )
-            await commit(session)
-    except IntegrityError:
-        # Either another renderer recorded it first (same bytes: keep them) or the source was
-        # deleted meanwhile (then nothing will ever delete this object: do it now).
-        if await _find(deps.db, key) is None:
-            await deps.storage.delete(key)
-            raise SourceGone("The image or sketch behind this URL no longer exists.") from None
+    if await _find(deps.db, key) is None:
+        # The source was deleted while we rendered, and its derivatives' objects possibly
+        # removed before ours was stored: nothing would ever delete this one, so do it now.
+        await deps.storage.delete(key)
+        raise SourceGone("The image or sketch behind this URL no longer exists.")
     log.info(
         "delivery.rendered",
         key=key,
         bytes=len(encoded),
         ms=round((time.perf_counter() - started) * 1000, 1),
     )
-    return _Rendered(content_type, etag, encoded)
+    return _stored(fmt, encoded)
+
+
+async def _record(db: Database, key: str, origin: _Origin, content_type: str) -> bool:
+    """Record the derivative; False when its source is gone (the foreign key refuses it)."""
+    try:
+        async with db.sessionmaker() as session:
+            session.add(
+                Derivative(
+                    key=key,
+                    image_id=origin.image_id,
+                    sketch_id=origin.sketch_id,
+                    content_type=content_type,
+                )
+            )
+            await commit(session)
+    except IntegrityError:
+        # Either another renderer recorded it first, or the source was deleted meanwhile.
+        return await _find(db, key) is not None
+    return True
 
 
 # Keys rendered by this process, the latest few: what tests and logs use to see pixel work.

@@ -25,8 +25,6 @@ def upgrade() -> None:
         sa.Column("image_id", sa.Uuid(), nullable=False),
         sa.Column("sketch_id", sa.Uuid(), nullable=True),
         sa.Column("content_type", sa.String(length=32), nullable=False),
-        sa.Column("etag", sa.String(length=64), nullable=False),
-        sa.Column("size_bytes", sa.Integer(), nullable=False),
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
