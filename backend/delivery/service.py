@@ -4,8 +4,8 @@ A variant (source + canonical options without expiry + negotiated format + quali
 rendered once and stored under a key derived from it, so a hit on any instance is one storage
 read and no database query; a ``delivery_derivatives`` row records each object so deleting the
 source finds and deletes them. Concurrent first requests for one variant render once: the first
-takes a Redis lock (``SET NX PX``) and the others wait for its row, rendering themselves only if
-the lock holder vanishes. Pixel work runs on the shared pixel threads (``run_pixels``).
+takes a Redis lock (``SET NX PX``) and the others wait for its object, rendering themselves only
+if the lock holder vanishes. Pixel work runs on the shared pixel threads (``run_pixels``).
 """
 
 from __future__ import annotations
@@ -336,23 +336,25 @@ async def _render_once(
     lock = f"delivery:lock:{key}"
     token = uuid.uuid4().hex
     deadline = time.monotonic() + deps.settings.delivery_render_wait_seconds
+    waited = False
     while not await deps.redis.set(lock, token, nx=True, px=_LOCK_TTL_MS):
         # Another request (here or on another instance) is rendering this variant.
+        waited = True
         await asyncio.sleep(_POLL_SECONDS)
-        if await _find(deps.db, key) is not None:
-            try:
-                return _stored(fmt, await deps.storage.get(key))
-            except ObjectNotFound:
-                pass
-        if time.monotonic() > deadline:
-            log.warning("delivery.lock_wait_timeout", key=key)
-            break
-    try:
-        # Rendered by someone else between our miss and the lock?
         try:
             return _stored(fmt, await deps.storage.get(key))
         except ObjectNotFound:
             pass
+        if time.monotonic() > deadline:
+            log.warning("delivery.lock_wait_timeout", key=key)
+            break
+    try:
+        if waited:
+            # The lock came free: its holder may have stored the variant just now.
+            try:
+                return _stored(fmt, await deps.storage.get(key))
+            except ObjectNotFound:
+                pass
         return await _render_and_store(deps, source, options, fmt, quality, key)
     finally:
         # Release only our own lock: a lock that expired may be another renderer's now.

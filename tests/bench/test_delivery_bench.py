@@ -5,8 +5,10 @@ The app runs in-process on the embedded stack (SQLite, in-process Redis, a local
 each request goes through the whole ASGI app as a browser's would (signature check, storage,
 lock, decode, transform, encode, store, record). Same-run reference, interleaved round by
 round so contention hits both sides alike: pyvips ``thumbnail_buffer`` + ``webpsave_buffer``
-on the same bytes (libvips with one thread, as our pixel work runs on one). Goals: miss within
-1.5× of the reference, hit under 5 % of the miss. Every miss is a new variant (the quality
+on the same bytes (libvips with one thread, as our pixel work runs on one), run just before and
+just after each miss; the goal is compared on the per-round ratio (miss over the mean of its two
+references) so a burst of load on this shared machine hits both sides. Goals: miss within 1.5×
+of the reference, hit under 5 % of the miss. Every miss is a new variant (the quality
 changes by one per round), so nothing is served from the cache by accident.
 """
 
@@ -101,16 +103,26 @@ async def test_delivery_miss_and_hit(tmp_path: Path) -> None:
             misses: list[float] = []
             hits: list[float] = []
             reference: list[float] = []
+            ratios: list[float] = []
+
+            def pyvips_ms(quality: int) -> float:
+                assert vips is not None
+                started = time.perf_counter()
+                vips.Image.thumbnail_buffer(data, 400).webpsave_buffer(Q=quality)
+                return (time.perf_counter() - started) * 1000
+
             for i in range(ROUNDS):
                 quality = 70 + i
-                if vips is not None:
-                    started = time.perf_counter()
-                    vips.Image.thumbnail_buffer(data, 400).webpsave_buffer(Q=quality)
-                    reference.append((time.perf_counter() - started) * 1000)
                 path = await mint(width=400, format="webp", quality=quality)
+                before = pyvips_ms(quality) if vips is not None else 0.0
                 ms, answer = await _timed(browser.get, path)
                 assert answer.status_code == 200
                 misses.append(ms)
+                if vips is not None:
+                    # The reference brackets the miss: both see the same moment's contention.
+                    around = (before + pyvips_ms(quality)) / 2
+                    reference.append(around)
+                    ratios.append(ms / around)
                 picture = Image.open(io.BytesIO(answer.content))
                 assert (picture.format, picture.width) == ("WEBP", 400)
                 for _ in range(HITS_PER_ROUND):
@@ -138,13 +150,15 @@ async def test_delivery_miss_and_hit(tmp_path: Path) -> None:
     if vips is None:
         lines.append("  pyvips reference: SKIPPED (pip install pyvips pyvips-binary to compare)")
     else:
-        ref = statistics.median(reference)
+        q = statistics.quantiles(ratios, n=4)
+        lines.append(f"  pyvips thumbnail + webpsave   {_spread(reference)}")
         lines.append(
-            f"  pyvips thumbnail + webpsave   {_spread(reference)}  (miss = {miss / ref:.2f}×)"
+            f"  miss / pyvips, per round      median {statistics.median(ratios):.2f}× "
+            f"(IQR {q[0]:.2f}–{q[2]:.2f})"
         )
     print("\n" + "\n".join(lines))  # noqa: T201 - the benchmark's output is its point
     assert hit < 0.05 * miss, f"a hit took {hit:.2f} ms, {hit / miss:.1%} of a miss"
     if vips is None:
         return
-    ref = statistics.median(reference)
-    assert miss <= 1.5 * ref, f"miss {miss:.1f} ms is {miss / ref:.2f}× pyvips ({ref:.1f} ms)"
+    ratio = statistics.median(ratios)
+    assert ratio <= 1.5, f"a miss takes {ratio:.2f}× pyvips' thumbnail + webpsave"
