@@ -14,7 +14,6 @@ import asyncio
 import hashlib
 import time
 import uuid
-from collections import deque
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -407,7 +406,6 @@ async def _render_and_store(
         raise
     if not await recording:
         raise SourceGone("The image or sketch behind this URL no longer exists.")
-    RENDERS.append(key)
     await deps.storage.put(key, encoded, content_type=content_type, cache_control=IMMUTABLE)
     if await _find(deps.db, key) is None:
         # The source was deleted while we rendered, and its derivatives' objects possibly
@@ -440,10 +438,6 @@ async def _record(db: Database, key: str, origin: _Origin, content_type: str) ->
         # Either another renderer recorded it first, or the source was deleted meanwhile.
         return await _find(db, key) is not None
     return True
-
-
-# Keys rendered by this process, the latest few: what tests and logs use to see pixel work.
-RENDERS: deque[str] = deque(maxlen=256)
 
 
 # --- deletion hooks --------------------------------------------------------------------------
