@@ -12,6 +12,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+from PIL import Image as PILImage
 from PIL import ImageCms
 
 from backend.delivery import service, signing, transform
@@ -19,6 +20,7 @@ from backend.delivery.signing import Options, Source
 from backend.tasks.worker import running_worker
 from tests.auth.test_router import assert_problem
 from tests.delivery.conftest import BASE, Stack, decoded, jpeg
+from tests.images import samples
 from tests.photos import PORTRAIT
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -384,3 +386,24 @@ async def test_smart_crop_over_http_keeps_the_face(stack: Stack) -> None:
     x = int(cv2.minMaxLoc(scores)[3][0])
     assert x <= fx
     assert fx + fw <= x + crop[0]
+
+
+async def test_the_original_is_never_served_metadata_goes_orientation_stays(stack: Stack) -> None:
+    # A camera JPEG stored sideways (orientation 6) with GPS, a MakerNote and a comment.
+    original = samples.jpeg(
+        image=PILImage.open(io.BytesIO(jpeg(120, 80))),
+        exif=samples.full_exif(orientation=6),
+        comment=b"private note",
+    )
+    alice = await stack.user()
+    image_id = await stack.upload(alice, original)
+    client = stack.anonymous()
+    for body in ({}, {"format": "jpeg", "quality": 100}, {"format": "png"}):
+        answer = await client.get(await stack.mint(alice, image_id=image_id, **body))
+        picture = decoded(answer)
+        assert answer.content != original
+        assert picture.size == (80, 120)  # upright: the orientation is applied, not tagged
+        assert not picture.getexif()
+        assert b"private note" not in answer.content
+        assert b"vendor-secret" not in answer.content
+        assert b"Exif" not in answer.content
