@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from backend.composition import AppResources
 from backend.config import Settings
 from backend.core.migrations import upgrade
-from backend.core.resources import Resources
 from backend.main import create_app
 from tests.conftest import IN_CI, PASSWORD, TEST_SECRET, client_for, unique_email
 from tests.photos import photo_jpeg
@@ -107,7 +107,7 @@ async def test_delivery_miss_and_hit(tmp_path: Path) -> None:
         public_base_url="https://testserver",
         log_level="WARNING",
     )
-    resources = Resources(settings)
+    resources = AppResources(settings)
     app = create_app(settings, resources=resources)
     try:
         async with client_for(app) as user, client_for(app) as browser:

@@ -16,9 +16,9 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image as PILImage
 
+from backend.composition import AppResources
 from backend.config import Settings
 from backend.core.migrations import upgrade
-from backend.core.resources import Resources
 from backend.delivery import service
 from backend.main import create_app
 from tests.conftest import PASSWORD, TEST_SECRET, client_for, unique_email
@@ -48,14 +48,14 @@ def decoded(answer: httpx.Response) -> PILImage.Image:
 class Stack:
     kind: str
     app: FastAPI
-    resources: Resources
+    resources: AppResources
     settings: Settings
     opened: list[httpx.AsyncClient] = field(default_factory=list)
 
     def second_instance(self, **overrides: Any) -> FastAPI:
         """Another API instance on the same database, Redis and storage (and other settings)."""
         settings = self.settings.model_copy(update=overrides) if overrides else self.settings
-        resources = Resources(
+        resources = AppResources(
             settings,
             db=self.resources.db,
             redis=self.resources.redis,
@@ -120,7 +120,7 @@ async def stack(backend: dict[str, Any], tmp_path: Path) -> AsyncIterator[Stack]
                 f"&region={s3.region}&access_key={s3.access_key}&secret_key={s3.secret_key}",
             }
         )
-        resources = Resources(app_settings, db=backend["db"], redis=backend["redis"])
+        resources = AppResources(app_settings, db=backend["db"], redis=backend["redis"])
     else:
         url = f"sqlite+aiosqlite:///{tmp_path / 'atelier.db'}"
         await asyncio.to_thread(upgrade, url)
@@ -132,7 +132,7 @@ async def stack(backend: dict[str, Any], tmp_path: Path) -> AsyncIterator[Stack]
             storage_url=f"file://{tmp_path / 'storage'}",
             **common,
         )
-        resources = Resources(app_settings)
+        resources = AppResources(app_settings)
     made = Stack(
         backend["kind"], create_app(app_settings, resources=resources), resources, app_settings
     )
