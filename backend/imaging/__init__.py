@@ -1,1 +1,4 @@
-"""Pure image coding shared by features: decoding and encoding, no HTTP or storage."""
+"""Pure image decoding shared by every feature: header checks, bounded decodes, layout checks.
+
+No HTTP, database or storage here: bytes in, arrays or domain errors out.
+"""
