@@ -407,3 +407,31 @@ async def test_the_original_is_never_served_metadata_goes_orientation_stays(stac
         assert b"private note" not in answer.content
         assert b"vendor-secret" not in answer.content
         assert b"Exif" not in answer.content
+
+
+async def test_transparency_is_kept_where_the_format_has_it(stack: Stack) -> None:
+    source = PILImage.new("RGBA", (200, 100), (0, 0, 0, 0))
+    source.paste((255, 0, 0, 255), (50, 25, 150, 75))
+    out = io.BytesIO()
+    source.save(out, "PNG")
+    alice = await stack.user()
+    answer = await alice.post(
+        "/api/images", files={"file": ("logo.png", out.getvalue(), "image/png")}
+    )
+    assert answer.status_code == 201, answer.text
+    image_id = answer.json()["id"]
+    client = stack.anonymous()
+    for fmt in ("png", "webp"):
+        picture = decoded(
+            await client.get(await stack.mint(alice, image_id=image_id, width=100, format=fmt))
+        )
+        assert picture.mode == "RGBA"
+        assert picture.getpixel((2, 2))[3] == 0  # type: ignore[index]
+        red, green, blue, opaque = picture.getpixel((50, 25))  # type: ignore[misc]
+        assert (red > 240, green < 15, blue < 15, opaque) == (True, True, True, 255)
+    flat = decoded(
+        await client.get(await stack.mint(alice, image_id=image_id, width=100, format="jpeg"))
+    )
+    corner = flat.convert("RGB").getpixel((2, 2))
+    assert isinstance(corner, tuple)
+    assert min(corner) > 240  # composited on white
