@@ -68,6 +68,9 @@ def test_tour_blocks_are_found() -> None:
         "/api/delivery/url",
     ):
         assert needle in text, needle
+    # Only the delivery step waits for its feature, and only on the served schema.
+    assert [b.requires for b in blocks if b.requires] == ["/api/delivery/url"]
+    assert "/api/delivery/url" in blocks[-1].body
 
 
 @pytest.fixture
@@ -172,6 +175,7 @@ def test_readme_tour_runs(server: str, tmp_path: Path) -> None:
     assert '"email":"tour-' in steps[1]
     assert "auth.csrf" in steps[1]
     assert "-> 403" in steps[1]
+    assert steps[1].rstrip().endswith("-> 201"), steps[1]
     assert '"email":"tour-' in steps[2]
     assert steps[3].strip() in {"processing", "ready"}
     assert steps[4].splitlines()[-1] == "upload.unsupported_type"
