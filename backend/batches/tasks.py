@@ -27,7 +27,13 @@ from backend.batches.models import (
     WebhookDelivery,
     settled_status,
 )
-from backend.batches.service import fetch_policy, item_counts, webhook_secret
+from backend.batches.service import (
+    fetch_policy,
+    item_counts,
+    items_of,
+    output_url,
+    webhook_secret,
+)
 from backend.core.db import commit, utcnow
 from backend.core.pixels import run_pixels
 from backend.core.resources import Resources
@@ -145,6 +151,20 @@ async def _notify(
         "finished_at": finished_at,
     }
     settings = resources.settings
+    async with resources.db.sessionmaker() as session:
+        # Each URL's outcome, with a delivery URL for each output (no cookies needed).
+        payload["items"] = [
+            {
+                "line": item.line,
+                "url": item.url,
+                "status": item.status,
+                "error_code": item.error_code,
+                "output_url": output_url(settings, item, quality=batch.quality)
+                if item.status == ItemStatus.succeeded
+                else None,
+            }
+            for item in await items_of(session, batch)
+        ]
     send = partial(_send, policy=fetch_policy(settings))
     attempts = await webhooks.deliver(
         batch.webhook_url,
