@@ -17,10 +17,22 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 
+def _configure_logging() -> None:
+    from backend.core.logging import configure_logging, install_exception_hooks
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    if settings.log_json:
+        install_exception_hooks()
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from backend.core.logging import logging_config
+
     settings = get_settings()
+    _configure_logging()
     if args.migrate:
         _migrate(args)
     uvicorn.run(
@@ -31,7 +43,9 @@ def _serve(args: argparse.Namespace) -> int:
         # Cloud Run and load balancers put the client address in X-Forwarded-For.
         proxy_headers=True,
         forwarded_allow_ips=args.forwarded_allow_ips,
-        log_config=None,
+        # uvicorn would otherwise install its plain-text handlers; ours writes JSON lines.
+        log_config=logging_config(settings.log_level, json=settings.log_json),
+        access_log=False,
         ws="websockets-sansio",
         ws_ping_interval=25,
         ws_ping_timeout=20,
@@ -45,17 +59,17 @@ def _serve(args: argparse.Namespace) -> int:
 def _migrate(_: argparse.Namespace) -> int:
     from backend.core.migrations import upgrade
 
+    _configure_logging()
     upgrade(get_settings().database_url)
     return 0
 
 
 def _worker(_: argparse.Namespace) -> int:
-    from backend.core.logging import configure_logging
     from backend.core.resources import Resources
     from backend.tasks.worker import serve_worker
 
     settings = get_settings()
-    configure_logging(settings.log_level, json=settings.log_json)
+    _configure_logging()
     if settings.redis_url is None:
         raise SystemExit("atelier worker needs REDIS_URL; without it the API runs its own worker")
     asyncio.run(serve_worker(Resources(settings)))
