@@ -41,7 +41,10 @@ class Settings(BaseSettings):
     database_url: str = Field(
         default="sqlite+aiosqlite:///./var/atelier.db", validation_alias=_env("DATABASE_URL")
     )
-    database_pool_size: int = 5
+    database_pool_size: int = Field(default=5, ge=1)
+    # Extra connections a process may open beyond the pool under bursts; see infra/README.md
+    # for the budget: instances × (pool + overflow) must stay under the database's limit.
+    database_max_overflow: int = Field(default=2, ge=0)
     redis_url: str | None = Field(default=None, validation_alias=_env("REDIS_URL"))
     storage_url: str = Field(default="file://./var/storage", validation_alias=_env("STORAGE_URL"))
     gemini_api_key: SecretStr | None = Field(default=None, validation_alias=_env("GEMINI_API_KEY"))
@@ -107,6 +110,9 @@ class Settings(BaseSettings):
     # Run the worker inside the API process; the default when there is no REDIS_URL.
     embedded_worker: bool | None = None
     ws_ping_seconds: float = Field(default=25.0, gt=0)
+
+    # /metrics answers only with `Authorization: Bearer <token>`; unset, it is not served (404).
+    metrics_token: SecretStr | None = None
 
     log_level: str = "INFO"
     log_json: bool = True

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from collections.abc import Awaitable
 from typing import Literal
 
 import structlog
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from backend.core.errors import NotFound, Unauthorized
 from backend.core.resources import ResourcesDep
 from backend.tasks import metrics as task_metrics
 
@@ -73,7 +75,31 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/metrics", response_class=Response)
-async def metrics(resources: ResourcesDep) -> Response:
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"},
+        401: {"description": "Missing or wrong bearer token"},
+        404: {"description": "Metrics are not enabled (no ATELIER_METRICS_TOKEN)"},
+    },
+)
+async def metrics(
+    resources: ResourcesDep, authorization: str | None = Header(default=None)
+) -> Response:
+    """Prometheus metrics for a scraper holding ``ATELIER_METRICS_TOKEN`` as a bearer token."""
+    token = resources.settings.metrics_token
+    if token is None:
+        # Not enabled: answered like any unknown path, so the API port reveals nothing.
+        raise NotFound("Not Found", code="http.not_found")
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), token.get_secret_value().encode()
+    ):
+        raise Unauthorized(
+            "Metrics need `Authorization: Bearer <ATELIER_METRICS_TOKEN>`.",
+            code="metrics.unauthorized",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
     await task_metrics.refresh(resources)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -14,6 +14,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from backend.tasks import metrics
 from backend.tasks.models import Task
 from backend.tasks.schemas import TaskOut
 
@@ -40,6 +41,7 @@ def decode_event(raw: bytes | str) -> tuple[uuid.UUID, dict[str, Any]]:
 async def publish(redis: Redis, task: Task) -> None:
     # The row is already committed and is the truth; a lost event is repaired by the next
     # snapshot, so a Redis hiccup must not fail the work itself.
+    await metrics.record(redis, task)
     try:
         await redis.publish(CHANNEL, encode_event(task))
     except (RedisError, OSError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+from pydantic import SecretStr
 
 from backend.config import Settings
 from backend.core.resources import Resources
@@ -72,14 +73,46 @@ async def test_healthz_needs_nothing(client: httpx.AsyncClient) -> None:
     assert answer.json() == {"status": "ok"}
 
 
-async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient) -> None:
-    await client.get("/api/auth/me")
-    await client.delete("/api/auth/api-keys/00000000-0000-0000-0000-000000000000")
-    await client.get("/totally/unknown/path")
-    text = (await client.get("/metrics")).text
+METRICS_TOKEN = "scrape-" + "m" * 40
+
+
+async def test_metrics_are_not_served_without_a_token_setting(client: httpx.AsyncClient) -> None:
+    answer = await client.get("/metrics")
+    assert answer.status_code == 404
+    assert answer.json()["code"] == "http.not_found"
+    assert "atelier_" not in answer.text
+
+
+async def test_metrics_need_the_bearer_token(make_app: AppFactory) -> None:
+    async with client_for(make_app(metrics_token=SecretStr(METRICS_TOKEN))) as c:
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong-token"},
+            {"Authorization": f"Basic {METRICS_TOKEN}"},
+            {"Authorization": f"Bearer {METRICS_TOKEN}x"},
+        ):
+            answer = await c.get("/metrics", headers=headers)
+            assert answer.status_code == 401, headers
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert answer.json()["code"] == "metrics.unauthorized"
+            assert "atelier_http_requests_total" not in answer.text
+        good = await c.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        assert good.status_code == 200
+        assert good.headers["content-type"].startswith("text/plain")
+
+
+async def test_metrics_count_requests_by_route_template(make_app: AppFactory) -> None:
+    client = client_for(make_app(metrics_token=SecretStr(METRICS_TOKEN)))
+    async with client:
+        await client.get("/api/auth/me")
+        await client.delete("/api/auth/api-keys/00000000-0000-0000-0000-000000000000")
+        await client.get("/totally/unknown/path")
+        scrape = await client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        text = scrape.text
     assert 'atelier_http_requests_total{method="GET",route="/api/auth/me",status="401"}' in text
     # Labelled by template, never by the concrete id.
     assert 'route="/api/auth/api-keys/{key_id}"' in text
     assert "00000000-0000" not in text
     assert 'route="<unmatched>"' in text
     assert "atelier_http_request_duration_seconds_bucket" in text
+    assert "atelier_queue_depth 0.0" in text
