@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from backend.core.errors import NotFound, Unauthorized
+from backend.core.errors import NotFound, Unauthorized, problem_responses
 from backend.core.resources import ResourcesDep
 from backend.tasks import metrics as task_metrics
 
@@ -22,6 +22,8 @@ router = APIRouter(tags=["ops"])
 log = structlog.get_logger(__name__)
 STARTED = time.monotonic()
 CHECK_TIMEOUT_SECONDS = 3.0
+# Below the startup probe's own timeout (infra/api-service.yaml), so the probe gets an answer.
+READY_CHECK_TIMEOUT_SECONDS = 2.0
 
 CheckResult = Literal["ok", "down"]
 
@@ -39,25 +41,22 @@ class Health(BaseModel):
     uptime_seconds: float
 
 
-async def _check(name: str, probe: Awaitable[object]) -> CheckResult:
+async def _check(
+    name: str, probe: Awaitable[object], timeout: float = CHECK_TIMEOUT_SECONDS
+) -> CheckResult:
     try:
-        await asyncio.wait_for(probe, CHECK_TIMEOUT_SECONDS)
+        await asyncio.wait_for(probe, timeout)
         return "ok"
     except Exception as exc:  # any failure of a dependency is "down", never a 500
         log.warning("health_check_failed", check=name, error=f"{type(exc).__name__}: {exc}")
         return "down"
 
 
-@router.get(
-    "/health",
-    response_model=Health,
-    responses={503: {"model": Health, "description": "A dependency is down"}},
-)
-async def health(resources: ResourcesDep) -> JSONResponse:
+async def _dependencies(resources: ResourcesDep, timeout: float) -> JSONResponse:
     database, redis, storage = await asyncio.gather(
-        _check("database", resources.db.ping()),
-        _check("redis", resources.redis.ping()),
-        _check("storage", resources.storage.check()),
+        _check("database", resources.db.ping(), timeout),
+        _check("redis", resources.redis.ping(), timeout),
+        _check("storage", resources.storage.check(), timeout),
     )
     checks = HealthChecks(database=database, redis=redis, storage=storage)
     healthy = all(value != "down" for value in (database, redis, storage))
@@ -70,6 +69,30 @@ async def health(resources: ResourcesDep) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if healthy else 503)
 
 
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "A dependency is down"}},
+)
+async def health(resources: ResourcesDep) -> JSONResponse:
+    """Every dependency checked (database, Redis, storage): for monitoring and dashboards."""
+    return await _dependencies(resources, CHECK_TIMEOUT_SECONDS)
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "A dependency is not reachable yet"}},
+)
+async def readyz(resources: ResourcesDep) -> JSONResponse:
+    """The startup probe: 200 only once the database, Redis and storage answer.
+
+    Checks are short so one probe fits its own timeout; the probe's failure threshold, not a
+    long check, gives a slow network path (Direct VPC egress) time to come up.
+    """
+    return await _dependencies(resources, READY_CHECK_TIMEOUT_SECONDS)
+
+
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -80,8 +103,7 @@ async def healthz() -> dict[str, str]:
     response_class=Response,
     responses={
         200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"},
-        401: {"description": "Missing or wrong bearer token"},
-        404: {"description": "Metrics are not enabled (no ATELIER_METRICS_TOKEN)"},
+        **problem_responses(401, 404),
     },
 )
 async def metrics(

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
+from backend.ops.router import READY_CHECK_TIMEOUT_SECONDS
+
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 
@@ -210,9 +212,15 @@ def test_api_service(build: dict[str, Any]) -> None:
 
     (container,) = spec["containers"]
     assert container["ports"][0]["containerPort"] == 8080
-    for probe in ("startupProbe", "livenessProbe"):
-        assert container[probe]["httpGet"]["path"] == "/healthz"
-        assert container[probe]["httpGet"]["port"] == 8080
+    startup, liveness = container["startupProbe"], container["livenessProbe"]
+    # Startup waits for the dependencies; liveness needs only the process.
+    assert startup["httpGet"] == {"path": "/readyz", "port": 8080}
+    assert liveness["httpGet"] == {"path": "/healthz", "port": 8080}
+    # About two minutes for Direct VPC egress to come up (Cloud Run allows at most 240 s), and
+    # each probe's timeout above the app's own 2 s dependency check timeout.
+    budget = startup["periodSeconds"] * startup["failureThreshold"]
+    assert 110 <= budget <= 240, budget
+    assert READY_CHECK_TIMEOUT_SECONDS < startup["timeoutSeconds"] <= startup["periodSeconds"]
     env = _env(container)
     _check_secrets(env)
     assert env["ATELIER_ENV"]["value"] == "prod"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import httpx
+from fastapi import FastAPI
 from pydantic import SecretStr
 
 from backend.config import Settings
@@ -116,3 +120,42 @@ async def test_metrics_count_requests_by_route_template(make_app: AppFactory) ->
     assert 'route="<unmatched>"' in text
     assert "atelier_http_request_duration_seconds_bucket" in text
     assert "atelier_queue_depth 0.0" in text
+
+
+async def test_readyz_is_the_startup_probe_with_dependency_checks(
+    client: httpx.AsyncClient,
+) -> None:
+    answer = await client.get("/readyz")
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["status"] == "ok"
+    assert body["checks"] == {"database": "ok", "redis": "ok", "storage": "ok"}
+
+
+async def test_readyz_answers_503_while_redis_hangs(settings: Settings, database: object) -> None:
+    # A listener that completes the TCP handshake and never answers: the way a network path that
+    # is not up yet looks. The probe must still answer, with Redis down, instead of hanging.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    hanging = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
+    app = create_app(hanging, resources=Resources(hanging, db=database))  # type: ignore[arg-type]
+    try:
+        async with client_for(app) as c:
+            started = time.monotonic()
+            answer = await c.get("/readyz")
+            elapsed = time.monotonic() - started
+        assert answer.status_code == 503
+        assert answer.json()["checks"] == {"database": "ok", "redis": "down", "storage": "ok"}
+        # Bounded by the check timeout, not by the client's; generous for a loaded machine.
+        assert elapsed < 15
+        assert (await _healthz(app)) == 200
+    finally:
+        silent.close()
+        await app.state.resources.close()
+
+
+async def _healthz(app: FastAPI) -> int:
+    async with client_for(app) as c:
+        return (await c.get("/healthz")).status_code
