@@ -90,7 +90,7 @@ def seconds_between(
     return func.extract("epoch", end - start)
 
 
-def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 2) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -98,7 +98,10 @@ def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # Each process may hold pool_size + max_overflow connections: see infra/README.md's budget.
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+    )
 
 
 class Database:
@@ -109,12 +112,17 @@ class Database:
     """
 
     def __init__(
-        self, url: str, *, pool_size: int = 5, bind: AsyncConnection | None = None
+        self,
+        url: str,
+        *,
+        pool_size: int = 5,
+        max_overflow: int = 2,
+        bind: AsyncConnection | None = None,
     ) -> None:
         self.url = url
         self._owned_engine: AsyncEngine | None = None
         if bind is None:
-            self._owned_engine = create_engine(url, pool_size=pool_size)
+            self._owned_engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
             self.sessionmaker = async_sessionmaker(self._owned_engine, expire_on_commit=False)
         else:
             self.sessionmaker = async_sessionmaker(
