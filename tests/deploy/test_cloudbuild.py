@@ -130,6 +130,30 @@ def test_the_image_pushed_is_the_one_built_and_deployed(build: dict[str, Any]) -
     assert rendered["TOKEN_IMAGE"] == built
 
 
+def test_builds_reuse_the_last_image_as_layer_cache(build: dict[str, Any]) -> None:
+    values = _values(build)
+    steps = {step["id"]: step for step in build["steps"]}
+    args = steps["build"]["args"]
+    built = _expand(args[args.index("--tag") + 1], values)
+    cache = _expand(args[args.index("--cache-from") + 1], values)
+    # The cache source is the same repository's moving tag, which this build tags and pushes.
+    assert cache.rsplit(":", 1)[0] == built.rsplit(":", 1)[0]
+    assert cache != built
+    tags = [_expand(args[i + 1], values) for i, arg in enumerate(args) if arg == "--tag"]
+    assert cache in tags
+    assert any(
+        _expand(step["args"][-1], values) == cache
+        for step in build["steps"]
+        if step["args"][0] == "push"
+    )
+    # BuildKit only reuses layers of an image that carries inline cache metadata.
+    assert "DOCKER_BUILDKIT=1" in steps["build"]["env"]
+    assert args[args.index("--build-arg") + 1] == "BUILDKIT_INLINE_CACHE=1"
+    # Deploys never use the moving tag.
+    assert _expand_flag(steps["migrate-job"], "--image", values) == built
+    assert [_expand(image, values) for image in build["images"]] == [built]
+
+
 def _expand_flag(step: dict[str, Any], flag: str, values: dict[str, str]) -> str:
     found = [arg.split("=", 1)[1] for arg in step["args"] if arg.startswith(flag + "=")]
     assert len(found) == 1, (step["id"], flag)
