@@ -19,7 +19,7 @@ $(STAMP): $(BIN)/python requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 
-$(DEV_STAMP): $(STAMP) requirements-dev.txt
+$(DEV_STAMP): $(STAMP) requirements-dev.txt requirements-lambda.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	@touch $@
 
