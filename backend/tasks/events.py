@@ -41,8 +41,11 @@ def decode_event(raw: bytes | str) -> tuple[uuid.UUID, dict[str, Any]]:
 async def publish(redis: Redis, task: Task) -> None:
     # The row is already committed and is the truth; a lost event is repaired by the next
     # snapshot, so a Redis hiccup must not fail the work itself.
-    await metrics.record(redis, task)
     try:
-        await redis.publish(CHANNEL, encode_event(task))
+        # One round trip: the event, and the status counters behind /metrics.
+        async with redis.pipeline(transaction=False) as pipe:
+            metrics.record(pipe, task)
+            pipe.publish(CHANNEL, encode_event(task))
+            await pipe.execute()
     except (RedisError, OSError) as exc:
         log.warning("task_event_publish_failed", task_id=str(task.id), error=str(exc))

@@ -18,8 +18,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.client import Pipeline
 
 from backend.tasks.models import Task
 
@@ -49,28 +48,27 @@ return 1
 """
 
 
-async def record(redis: Redis, task: Task) -> None:
-    """Count the task's status if it changed since the last event about it."""
+def record(pipe: Pipeline, task: Task) -> None:
+    """Queue on ``pipe``: count the task's status if it changed since the last event about it.
+
+    Sent with the task's event (``backend.tasks.events.publish``), in the same round trip.
+    """
     status = task.status.value
     seconds = ""
     if task.status.finished and task.started_at is not None and task.finished_at is not None:
         seconds = repr(max(0.0, (task.finished_at - task.started_at).total_seconds()))
-    try:
-        await redis.eval(
-            _RECORD,
-            4,
-            f"{_PREFIX}last:{task.id}",
-            ENTERED_KEY,
-            SECONDS_KEY,
-            FINISHED_KEY,
-            status,
-            f"{task.kind} {status}",
-            seconds,
-            LAST_STATUS_TTL_SECONDS,
-        )
-    except (RedisError, OSError) as exc:
-        # Metrics must never fail the work; the row stays the truth.
-        log.warning("task_metrics_record_failed", task_id=str(task.id), error=str(exc))
+    pipe.eval(
+        _RECORD,
+        4,
+        f"{_PREFIX}last:{task.id}",
+        ENTERED_KEY,
+        SECONDS_KEY,
+        FINISHED_KEY,
+        status,
+        f"{task.kind} {status}",
+        seconds,
+        LAST_STATUS_TTL_SECONDS,
+    )
 
 
 def _labels(field_name: bytes | str) -> list[str]:
