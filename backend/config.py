@@ -147,9 +147,10 @@ class Settings(BaseSettings):
             return [m.strip() for m in value.split(",") if m.strip()]
         return value
 
-    @field_validator("redis_url", mode="before")
+    @field_validator("redis_url", "metrics_token", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
+        # An empty metrics token must mean "metrics off", never "any empty bearer passes".
         return None if value == "" else value
 
     @model_validator(mode="after")

@@ -87,6 +87,10 @@ async def test_metrics_are_not_served_without_a_token_setting(client: httpx.Asyn
     assert "atelier_" not in answer.text
 
 
+def test_an_empty_metrics_token_turns_metrics_off() -> None:
+    assert Settings(env="test", secret_key="x" * 40, metrics_token="").metrics_token is None
+
+
 async def test_metrics_need_the_bearer_token(make_app: AppFactory) -> None:
     async with client_for(make_app(metrics_token=SecretStr(METRICS_TOKEN))) as c:
         for headers in (
