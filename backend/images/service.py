@@ -27,6 +27,7 @@ from backend.images.schemas import Exif, ImageOut, Stats, Thumbnails
 from backend.images.validation import ValidationFailure, check_declared, inspect
 from backend.storage.base import ObjectNotFound, ObjectTooLarge, PresignedPost, Storage
 from backend.tasks import service as tasks
+from backend.tasks.deps import task_queue
 from backend.tasks.queue import TaskQueue
 
 log = structlog.get_logger(__name__)
@@ -83,7 +84,7 @@ class Deps:
     def of(cls, resources: Resources) -> Deps:
         return cls(
             storage=resources.storage,
-            queue=resources.queue,
+            queue=task_queue(resources),
             redis=resources.redis,
             settings=resources.settings,
         )

@@ -9,7 +9,7 @@ from collections.abc import Awaitable
 from typing import Literal
 
 import structlog
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
@@ -106,11 +106,10 @@ async def healthz() -> dict[str, str]:
         **problem_responses(401, 404),
     },
 )
-async def metrics(
-    resources: ResourcesDep, authorization: str | None = Header(default=None)
-) -> Response:
+async def metrics(resources: ResourcesDep, request: Request) -> Response:
     """Prometheus metrics for a scraper holding ``ATELIER_METRICS_TOKEN`` as a bearer token."""
     token = resources.settings.metrics_token
+    authorization = request.headers.get("authorization")
     if token is None:
         # Not enabled: answered like any unknown path, so the API port reveals nothing.
         raise NotFound("Not Found", code="http.not_found")

@@ -20,6 +20,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from redis.asyncio.client import Pipeline
 
+from backend.tasks.deps import task_queue
 from backend.tasks.models import Task
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ async def refresh(resources: Resources) -> None:
             pipe.hgetall(SECONDS_KEY)
             pipe.hgetall(FINISHED_KEY)
             entered, seconds, finished = await pipe.execute()
-        depth = await resources.queue.depth()
+        depth = await task_queue(resources).depth()
         COLLECTOR.snapshot = _Snapshot(entered, seconds, finished, depth)
     except Exception as exc:  # noqa: BLE001 - a scrape must answer even when Redis is down
         log.warning("task_metrics_failed", error=str(exc))

@@ -22,11 +22,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from backend.composition import AppResources
 from backend.config import Settings
 from backend.core.migrations import upgrade
 from backend.core.redis import create_redis
-from backend.core.resources import Resources
 from backend.main import create_app
+from backend.tasks.deps import QUEUE
 from backend.tasks.queue import TaskQueue
 from tests.bench.conftest import BenchReport
 from tests.bench.test_task_engine_bench import process_cpu_seconds
@@ -109,7 +110,7 @@ def test_embedded_server_idles_near_zero_cpu(
 
 
 @contextlib.asynccontextmanager
-async def _app(tmp_path: Path, name: str, redis_url: str | None) -> AsyncIterator[Resources]:
+async def _app(tmp_path: Path, name: str, redis_url: str | None) -> AsyncIterator[AppResources]:
     settings = Settings(
         env="test",
         secret_key=TEST_SECRET,
@@ -120,12 +121,12 @@ async def _app(tmp_path: Path, name: str, redis_url: str | None) -> AsyncIterato
         embedded_worker=True,
     )
     await asyncio.to_thread(upgrade, settings.database_url)
-    resources = Resources(settings)
+    resources = AppResources(settings)
     yield resources
     await resources.close()
 
 
-async def _confirm_to_ready(resources: Resources) -> tuple[list[float], float]:
+async def _confirm_to_ready(resources: AppResources) -> tuple[list[float], float]:
     """Confirm→ready latencies of small uploads, and the process CPU share while idle."""
     app = create_app(resources.settings, resources=resources)
     data = PORTRAIT.read_bytes()
@@ -186,7 +187,7 @@ async def test_embedded_confirm_to_ready_latency(
         # The old embedded queue: saq's own dequeue on fakeredis, which never blocks.
         spinning_queue = TaskQueue(resources.redis)
         spinning_queue.saq._version = (7, 4, 0)
-        resources.__dict__["queue"] = spinning_queue
+        resources.provide(QUEUE, lambda: spinning_queue)
         spinning, spinning_idle = await _confirm_to_ready(resources)
     real_url = redis_server.url.rsplit("/", 1)[0] + "/10"
     flush = create_redis(real_url)

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import SecretStr
 from sqlalchemy import event
 
-from backend.core.resources import Resources
+from backend.composition import AppResources
 from backend.main import create_app
 from backend.tasks.models import TaskStatus
 from backend.tasks.worker import running_worker
@@ -28,10 +28,10 @@ def _value(text: str, name: str, **labels: str) -> float:
 
 
 async def test_scrape_reads_counters_not_the_tasks_table(
-    resources: Resources, create_task: CreateTask
+    resources: AppResources, create_task: CreateTask
 ) -> None:
     settings = resources.settings.model_copy(update={"metrics_token": SecretStr(TOKEN)})
-    api = Resources(settings, db=resources.db, redis=resources.redis)
+    api = AppResources(settings, db=resources.db, redis=resources.redis)
     app = create_app(settings, resources=api)
     async with running_worker(resources):
         done = await create_task("test.steps", steps=2)
