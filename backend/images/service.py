@@ -414,7 +414,8 @@ async def stats(session: AsyncSession, *, user_id: uuid.UUID | None) -> Stats:
     return Stats(
         total=total,
         failed=by_status["failed"],
-        success_rate=round(by_status["ready"] / finished, 4) if finished else 0.0,
+        # Nothing finished has no rate yet: null, like the average, rather than a false 0 %.
+        success_rate=round(by_status["ready"] / finished, 4) if finished else None,
         average_processing_time_seconds=round(float(mean), 3) if mean is not None else None,
         by_status=by_status,
     )
