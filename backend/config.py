@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     task_modules: Annotated[list[str], NoDecode] = []
     worker_concurrency: int = Field(default=4, ge=1, le=64)
     # How often the sweeper looks for lost or stuck tasks (also saq's own sweep interval).
-    sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    sweep_interval_seconds: float = Field(default=2.0, gt=0)
     # A queued task not started within this long is re-checked (and re-enqueued) by the sweeper.
     task_queue_grace_seconds: float = Field(default=30.0, gt=0)
     # Run the worker inside the API process; the default when there is no REDIS_URL.

@@ -24,6 +24,8 @@ from backend.core.resources import Resources
 from backend.images.metadata import Metadata, extract
 from backend.images.models import Blob, Image, ImageStatus, Upload
 from backend.images.schemas import Exif, ImageOut, Stats, Thumbnails
+from backend.images.tasks import thumbnail_key
+from backend.images.thumbnails import SIZES
 from backend.images.validation import ValidationFailure, check_declared, inspect
 from backend.storage.base import ObjectNotFound, ObjectTooLarge, PresignedPost, Storage
 from backend.tasks import service as tasks
@@ -383,7 +385,9 @@ async def delete_image(
             select(func.count()).select_from(Image).where(Image.blob_id == blob.id)
         )
         if not others:
-            keys.extend([blob.storage_key, *(blob.thumbnails or {}).values()])
+            # Also the thumbnails' derived keys: a task may be writing them right now.
+            thumbs = {*(blob.thumbnails or {}).values(), *(thumbnail_key(blob, s) for s in SIZES)}
+            keys.extend([blob.storage_key, *sorted(thumbs)])
             await session.delete(blob)
             await session.flush()
     if not keys:
