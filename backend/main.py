@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -23,6 +23,8 @@ from backend.core.errors import PROBLEM_JSON, Problem, install_error_handlers
 from backend.core.logging import configure_logging
 from backend.core.middleware import RequestContextMiddleware
 from backend.core.proxy import TrustedProxyMiddleware
+from backend.delivery.router import bind_link_settings
+from backend.delivery.router import router as delivery_router
 from backend.images.router import router as images_router
 from backend.ops.router import router as ops_router
 from backend.realtime.router import router as realtime_router
@@ -91,11 +93,12 @@ def create_app(
     app.include_router(auth_router)
     app.include_router(admin_router)
     app.include_router(tasks_router)
-    app.include_router(images_router)
+    app.include_router(images_router, dependencies=[Depends(bind_link_settings)])
     app.include_router(sketches_router)
     app.include_router(ai_router)
     app.include_router(batches_router)
     app.include_router(storage_router)
+    app.include_router(delivery_router)
     app.include_router(realtime_router)
 
     # The bundled web app: plain files, no build step. "no-cache" means revalidate (StaticFiles

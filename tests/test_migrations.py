@@ -38,6 +38,7 @@ TABLES = {
     "batches",
     "batch_items",
     "webhook_deliveries",
+    "delivery_derivatives",
 }
 
 
