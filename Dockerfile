@@ -1,8 +1,10 @@
 # syntax=docker/dockerfile:1
 # One image for the API (`atelier serve`, the default command) and the worker
 # (`atelier worker`, set as the command of the worker pool or service).
+# The base is pinned by the digest of its multi-architecture index, so a rebuild gets the same
+# Python and Debian until the pin is moved on purpose (infra/README.md, "Base image").
 
-FROM python:3.11-slim AS builder
+FROM python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d AS builder
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -29,7 +31,7 @@ RUN pip install --no-cache-dir --no-deps -e . \
     && rm -rf build ./*.egg-info
 
 
-FROM python:3.11-slim AS runtime
+FROM python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d AS runtime
 
 # opencv-data ships the Haar cascades the local AI provider reads from
 # /usr/share/opencv4/haarcascades; the pip OpenCV wheel does not include that path.

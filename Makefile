@@ -1,6 +1,7 @@
 # The two set-up commands are `make run` and `make test`; everything else is for developers.
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Any of Python 3.11 to 3.13 (the pins install on each, Debian 12's 3.11.2 included).
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -9,7 +10,7 @@ DEV_STAMP := $(VENV)/.dev-installed
 .PHONY: run test lint format bench system-deps clean stack stack-down
 
 $(BIN)/python:
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Atelier needs Python 3.11")'
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13) and "Atelier needs Python 3.11 to 3.13 (found %s); set PYTHON=/path/to/python3.x" % sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
@@ -18,7 +19,7 @@ $(STAMP): $(BIN)/python requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 
-$(DEV_STAMP): $(STAMP) requirements-dev.txt
+$(DEV_STAMP): $(STAMP) requirements-dev.txt requirements-lambda.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	@touch $@
 

@@ -17,10 +17,21 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 
+def _configure_logging() -> None:
+    from backend.core.logging import configure_logging, install_exception_hooks
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    if settings.log_json:
+        install_exception_hooks()
+
+
 def _serve(args: argparse.Namespace) -> int:
     import os
 
     import uvicorn
+
+    from backend.core.logging import logging_config
 
     # --host/--port win over the environment, and the settings (signed URLs, allowed origins)
     # must be derived from the address actually served: hand them over as settings.
@@ -30,6 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ["ATELIER_PORT"] = str(args.port)
     get_settings.cache_clear()
     settings = get_settings()
+    _configure_logging()
     if args.migrate:
         _migrate(args)
     uvicorn.run(
@@ -40,7 +52,9 @@ def _serve(args: argparse.Namespace) -> int:
         # uvicorn would take the leftmost X-Forwarded-For entry, which the client writes; the
         # app reads it from the right instead (TRUSTED_PROXY_HOPS, backend/core/proxy.py).
         proxy_headers=False,
-        log_config=None,
+        # uvicorn would otherwise install its plain-text handlers; ours writes JSON lines.
+        log_config=logging_config(settings.log_level, json=settings.log_json),
+        access_log=False,
         ws="websockets-sansio",
         ws_ping_interval=25,
         ws_ping_timeout=20,
@@ -54,17 +68,17 @@ def _serve(args: argparse.Namespace) -> int:
 def _migrate(_: argparse.Namespace) -> int:
     from backend.core.migrations import upgrade
 
+    _configure_logging()
     upgrade(get_settings().database_url)
     return 0
 
 
 def _worker(_: argparse.Namespace) -> int:
     from backend.composition import AppResources
-    from backend.core.logging import configure_logging
     from backend.tasks.worker import serve_worker
 
     settings = get_settings()
-    configure_logging(settings.log_level, json=settings.log_json)
+    _configure_logging()
     if settings.redis_url is None:
         raise SystemExit("atelier worker needs REDIS_URL; without it the API runs its own worker")
     asyncio.run(serve_worker(AppResources(settings)))

@@ -57,7 +57,10 @@ class Settings(BaseSettings):
     database_url: str = Field(
         default="sqlite+aiosqlite:///./var/atelier.db", validation_alias=_env("DATABASE_URL")
     )
-    database_pool_size: int = 5
+    database_pool_size: int = Field(default=5, ge=1)
+    # Extra connections a process may open beyond the pool under bursts; see infra/README.md
+    # for the budget: instances × (pool + overflow) must stay under the database's limit.
+    database_max_overflow: int = Field(default=2, ge=0)
     redis_url: str | None = Field(default=None, validation_alias=_env("REDIS_URL"))
     storage_url: str = Field(default="file://./var/storage", validation_alias=_env("STORAGE_URL"))
     gemini_api_key: SecretStr | None = Field(default=None, validation_alias=_env("GEMINI_API_KEY"))
@@ -145,6 +148,9 @@ class Settings(BaseSettings):
     embedded_worker: bool | None = None
     ws_ping_seconds: float = Field(default=25.0, gt=0)
 
+    # /metrics answers only with `Authorization: Bearer <token>`; unset, it is not served (404).
+    metrics_token: SecretStr | None = None
+
     log_level: str = "INFO"
     log_json: bool = True
     # Cloud Run puts the trace id in X-Cloud-Trace-Context; Cloud Logging wants it qualified.
@@ -178,9 +184,10 @@ class Settings(BaseSettings):
             return [m.strip() for m in value.split(",") if m.strip()]
         return value
 
-    @field_validator("redis_url", mode="before")
+    @field_validator("redis_url", "metrics_token", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
+        # An empty metrics token must mean "metrics off", never "any empty bearer passes".
         return None if value == "" else value
 
     @model_validator(mode="after")

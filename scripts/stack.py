@@ -1,8 +1,13 @@
 """`make stack` / `make stack-down`: the production shape on one machine, without Docker.
 
 PostgreSQL, Redis and SeaweedFS (S3) from local binaries, two API instances (ports 8001 and
-8002) and two `atelier worker` processes, all detached so they outlive this script. Everything
-lives in ./var/stack; ./var/stack/pids lists what was started so `down` stops exactly that.
+8002, or ATELIER_STACK_API_PORTS) and two `atelier worker` processes, all detached so they
+outlive this script. Everything lives in ./var/stack (or ATELIER_STACK_DIR); its `pids` file
+lists what was started so `down` stops exactly that.
+
+`up` reports ready only when every process it started is alive, each API process itself listens
+on its port and answers /healthz and /health there, and each worker has started; otherwise it
+stops everything, says which process failed and why, and exits non-zero.
 """
 
 from __future__ import annotations
@@ -33,13 +38,21 @@ from tests.servers import (  # noqa: E402 - needs ROOT on sys.path first
     start_seaweedfs,
 )
 
-STACK = ROOT / "var" / "stack"
+STACK = Path(os.environ.get("ATELIER_STACK_DIR") or ROOT / "var" / "stack").resolve()
 PIDS = STACK / "pids"
 BIN = Path(sys.executable).parent
-API_PORTS = (8001, 8002)
+API_PORTS = tuple(
+    int(port) for port in os.environ.get("ATELIER_STACK_API_PORTS", "8001,8002").split(",")
+)
 WORKERS = 2
+LOG_TAIL_LINES = 15
+Proc = subprocess.Popen[bytes]
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
+
+
+class StackError(RuntimeError):
+    """A process of the stack did not come up; the message says which and why."""
 
 
 class Record:
@@ -100,9 +113,9 @@ def _server_record(name: str, server: Server, marker: str) -> Record:
     return Record(name, server.pid, server.stop_signal, marker, cleanup)
 
 
-def _spawn(name: str, argv: list[str], env: dict[str, str]) -> Record:
+def _spawn(name: str, argv: list[str], env: dict[str, str]) -> tuple[Record, Proc]:
     log = (STACK / f"{name}.log").open("ab")
-    proc = subprocess.Popen(
+    proc: Proc = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -112,7 +125,7 @@ def _spawn(name: str, argv: list[str], env: dict[str, str]) -> Record:
         start_new_session=True,
     )
     log.close()
-    return Record(name, proc.pid, signal.SIGTERM, argv[1])
+    return Record(name, proc.pid, signal.SIGTERM, argv[1]), proc
 
 
 def _storage_url(s3: S3Server) -> str:
@@ -127,19 +140,87 @@ def _storage_url(s3: S3Server) -> str:
     return f"s3://{s3.bucket}?{query}"
 
 
-def _wait_healthy(port: int) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    last = "no answer"
-    while time.monotonic() < deadline:
+def _log_tail(name: str) -> str:
+    try:
+        lines = (STACK / f"{name}.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(f"    {line[:300]}" for line in lines[-LOG_TAIL_LINES:])
+
+
+def _listening_sockets(port: int) -> set[str]:
+    """Inodes of the TCP sockets listening on ``port`` (IPv4 and IPv6), from /proc/net."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2.0)
-            if response.status_code == 200 and response.json().get("status") == "ok":
-                return
-            last = response.text
-        except httpx.HTTPError as exc:
-            last = str(exc)
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN.
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def _listens_on(pid: int, port: int) -> bool:
+    """Whether this very process holds the listening socket (not some other one on the port)."""
+    wanted = {f"socket:[{inode}]" for inode in _listening_sockets(port)}
+    if not wanted:
+        return False
+    try:
+        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in descriptors:
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) in wanted:
+                return True
+    return False
+
+
+def _exited(name: str, proc: Proc, what: str) -> StackError:
+    tail = _log_tail(name)
+    hint = ""
+    if "address already in use" in tail.lower():
+        hint = (
+            f"\n  {what} is already taken by another process: free it, or pick other ports with"
+            " ATELIER_STACK_API_PORTS=PORT1,PORT2"
+        )
+    return StackError(
+        f"{name} exited with code {proc.returncode} before it was ready{hint}\n"
+        f"  last lines of {STACK / (name + '.log')}:\n{tail}"
+    )
+
+
+def _wait_api(name: str, proc: Proc, port: int, deadline: float) -> None:
+    last = "it does not listen on the port yet"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise _exited(name, proc, f"port {port}")
+        # An answer on the port proves nothing by itself: another server may hold it.
+        if _listens_on(proc.pid, port):
+            try:
+                alive = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2.0)
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5.0)
+                if alive.status_code == 200 and health.status_code == 200:
+                    return
+                last = f"/health answered {health.status_code}: {health.text[:300]}"
+            except httpx.HTTPError as exc:
+                last = str(exc)
         time.sleep(0.3)
-    raise RuntimeError(f"API on :{port} not healthy after {READY_TIMEOUT:.0f}s: {last}")
+    raise StackError(f"{name} (port {port}) not ready after {READY_TIMEOUT:.0f} s: {last}")
+
+
+def _wait_worker(name: str, proc: Proc, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise _exited(name, proc, "a port")
+        if "worker_starting" in _log_tail(name):
+            return
+        time.sleep(0.2)
+    raise StackError(f"{name} did not start within {READY_TIMEOUT:.0f} s:\n{_log_tail(name)}")
 
 
 def up() -> int:
@@ -178,19 +259,33 @@ def up() -> int:
         )
         subprocess.run([str(BIN / "atelier"), "migrate"], env=env, cwd=ROOT, check=True)
 
+        apis: list[tuple[str, Proc, int]] = []
+        workers: list[tuple[str, Proc]] = []
         for index, port in enumerate(API_PORTS, 1):
             argv = [str(BIN / "python"), str(BIN / "atelier"), "serve", "--port", str(port)]
-            records.append(_spawn(f"api-{index}", argv, env))
+            record, proc = _spawn(f"api-{index}", argv, env)
+            records.append(record)
+            apis.append((record.name, proc, port))
             _save(records)
         for index in range(1, WORKERS + 1):
             argv = [str(BIN / "python"), str(BIN / "atelier"), "worker"]
-            records.append(_spawn(f"worker-{index}", argv, env))
+            record, proc = _spawn(f"worker-{index}", argv, env)
+            records.append(record)
+            workers.append((record.name, proc))
             _save(records)
-        for port in API_PORTS:
-            _wait_healthy(port)
+        deadline = time.monotonic() + READY_TIMEOUT
+        for name, proc, port in apis:
+            _wait_api(name, proc, port, deadline)
+        for name, proc in workers:
+            _wait_worker(name, proc, deadline)
+        # A process that passed its check may have died while the others were checked.
+        for name, proc in [*((n, p) for n, p, _ in apis), *workers]:
+            if proc.poll() is not None:
+                raise _exited(name, proc, "its port")
     except (ServerUnavailable, RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"make stack failed: {exc}\nlogs: {STACK}", file=sys.stderr)  # noqa: T201
         for record in reversed(records):
+            print(f"stopping {record.name} (pid {record.pid})", file=sys.stderr)  # noqa: T201
             _stop(record)
         PIDS.unlink(missing_ok=True)
         return 1
@@ -208,7 +303,7 @@ def up() -> int:
 def down() -> int:
     records = _load()
     if not records:
-        print("no stack recorded in var/stack/pids")  # noqa: T201
+        print(f"no stack recorded in {PIDS}")  # noqa: T201
         return 0
     # Apps first, so they do not log connection errors while their servers go away.
     for record in reversed(records):

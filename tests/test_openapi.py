@@ -115,8 +115,8 @@ def test_error_answers_are_documented_as_problem_json(app: FastAPI) -> None:
     for path, item in schema["paths"].items():
         for method, operation in item.items():
             for status, answer in operation["responses"].items():
-                # /health answers 503 with its own body: the checks, not a problem.
-                if status.startswith(("4", "5")) and path not in ("/health",):
+                # /health and /readyz answer 503 with their own body: the checks, not a problem.
+                if status.startswith(("4", "5")) and path not in ("/health", "/readyz"):
                     assert "application/problem+json" in answer.get("content", {}), (
                         method,
                         path,

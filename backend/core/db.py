@@ -96,7 +96,7 @@ CONNECT_TIMEOUT_SECONDS = 2.0
 POOL_TIMEOUT_SECONDS = 5.0
 
 
-def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 2) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -107,10 +107,11 @@ def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
     connect_args: dict[str, Any] = {}
     if parsed.get_driver_name() == "asyncpg":
         connect_args["timeout"] = CONNECT_TIMEOUT_SECONDS
+    # Each process may hold pool_size + max_overflow connections: see infra/README.md's budget.
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=max_overflow,
         pool_pre_ping=True,
         pool_timeout=POOL_TIMEOUT_SECONDS,
         connect_args=connect_args,
@@ -125,12 +126,17 @@ class Database:
     """
 
     def __init__(
-        self, url: str, *, pool_size: int = 5, bind: AsyncConnection | None = None
+        self,
+        url: str,
+        *,
+        pool_size: int = 5,
+        max_overflow: int = 2,
+        bind: AsyncConnection | None = None,
     ) -> None:
         self.url = url
         self._owned_engine: AsyncEngine | None = None
         if bind is None:
-            self._owned_engine = create_engine(url, pool_size=pool_size)
+            self._owned_engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
             self.sessionmaker = async_sessionmaker(self._owned_engine, expire_on_commit=False)
         else:
             self.sessionmaker = async_sessionmaker(

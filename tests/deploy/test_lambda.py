@@ -105,6 +105,73 @@ def function_url_event(method: str, path: str, **kwargs: Any) -> Event:
     return event
 
 
+def http_api_stage_event(stage: str, method: str, path: str, **kwargs: Any) -> Event:
+    """An HTTP API on a named stage: the stage leads ``rawPath`` and ``http.path``."""
+    event = http_api_event(method, f"/{stage}{path}", **kwargs)
+    event["requestContext"]["stage"] = stage
+    return event
+
+
+def rest_api_event(
+    method: str,
+    path: str,
+    *,
+    stage: str = "prod",
+    body: object = None,
+    cookies: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Event:
+    """API Gateway REST API (v1), Lambda proxy integration on ``/{proxy+}``, payload 1.0.
+
+    ``path`` is the resource path without the stage; the stage is in ``requestContext`` (and
+    in ``requestContext.path``). Headers come twice: single- and multi-value.
+    """
+    domain = f"{API_ID}.execute-api.eu-west-1.amazonaws.com"
+    single = {
+        "Accept": "*/*",
+        "Host": domain,
+        "User-Agent": "pytest-lambda",
+        "X-Forwarded-For": "203.0.113.7",
+        "X-Forwarded-Port": "443",
+        "X-Forwarded-Proto": "https",
+    } | (headers or {})
+    if cookies:
+        single["Cookie"] = "; ".join(cookies)
+    if body is not None:
+        single["Content-Type"] = "application/json"
+    now = time.time()
+    return {
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": method,
+        "headers": single,
+        "multiValueHeaders": {name: [value] for name, value in single.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": {"proxy": path.lstrip("/")},
+        "stageVariables": None,
+        "requestContext": {
+            "resourceId": "abc123",
+            "resourcePath": "/{proxy+}",
+            "httpMethod": method,
+            "extendedRequestId": "c3RhZ2U=",
+            "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+            "path": f"/{stage}{path}",
+            "accountId": "123456789012",
+            "protocol": "HTTP/1.1",
+            "stage": stage,
+            "domainPrefix": API_ID,
+            "requestTimeEpoch": int(now * 1000),
+            "requestId": str(uuid.uuid4()),
+            "identity": {"sourceIp": "203.0.113.7", "userAgent": "pytest-lambda"},
+            "domainName": domain,
+            "apiId": API_ID,
+        },
+        "body": json.dumps(body) if body is not None else None,
+        "isBase64Encoded": False,
+    }
+
+
 class Context:
     """The attributes of the Lambda context object that adapters read."""
 
@@ -277,3 +344,66 @@ def test_events_are_real_shaped() -> None:
         assert event["requestContext"]["http"]["method"] == "GET"
         assert event["rawPath"] == event["requestContext"]["http"]["path"] == "/x"
     assert function_url_event("GET", "/")["requestContext"]["domainName"].endswith(".on.aws")
+
+
+def test_named_stage_on_an_http_api(invoke: Invoke) -> None:
+    assert invoke(http_api_stage_event("prod", "GET", "/healthz"))["statusCode"] == 200
+    # Routed (401 problem), not a 404: the stage is not part of the app's paths.
+    me = invoke(http_api_stage_event("prod", "GET", "/api/auth/me"))
+    assert me["statusCode"] == 401
+    assert _json(me)["code"] == "auth.unauthenticated"
+    # The docs page points at the schema under the stage, where a browser can fetch it.
+    docs = invoke(http_api_stage_event("prod", "GET", "/docs"))
+    assert docs["statusCode"] == 200
+    assert "/prod/openapi.json" in docs["body"]
+
+
+def test_rest_api_with_stage_register_login_me(invoke: Invoke) -> None:
+    assert invoke(rest_api_event("GET", "/healthz"))["statusCode"] == 200
+    email = "rest-v1@example.com"
+    body = {"email": email, "password": PASSWORD}
+    registered = invoke(rest_api_event("POST", "/api/auth/register", body=body))
+    assert registered["statusCode"] == 201, registered
+    # Payload 1.0 returns several Set-Cookie headers through multiValueHeaders.
+    set_cookies = registered["multiValueHeaders"]["set-cookie"]
+    pairs = dict(c.split(";", 1)[0].split("=", 1) for c in set_cookies)
+    assert {"access_token", "refresh_token", "csrf_token"} <= pairs.keys()
+    sent = [f"{k}={v}" for k, v in pairs.items()]
+    me = invoke(rest_api_event("GET", "/api/auth/me", cookies=sent))
+    assert me["statusCode"] == 200, me
+    assert _json(me)["email"] == email
+
+
+def test_rest_api_binary_answer_is_base64(invoke: Invoke) -> None:
+    # API Gateway turns it back into bytes only if binaryMediaTypes matches (see infra/README).
+    response = invoke(
+        rest_api_event("GET", "/api/sketch/styles/pencil/preview", headers={"Accept": "image/*"})
+    )
+    assert response["statusCode"] == 200, response
+    assert response["isBase64Encoded"] is True
+    assert base64.b64decode(response["body"]).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        http_api_event("GET", "/ws"),
+        http_api_stage_event("prod", "GET", "/ws"),
+        rest_api_event("GET", "/ws", headers={"Upgrade": "websocket", "Connection": "Upgrade"}),
+        function_url_event("GET", "/ws"),
+    ],
+    ids=["http-api", "http-api-stage", "rest-api", "function-url"],
+)
+def test_websocket_on_lambda_names_the_alternative(invoke: Invoke, event: Event) -> None:
+    response = invoke(event)
+    assert response["statusCode"] == 501
+    problem = _json(response)
+    assert problem["code"] == "realtime.unsupported_on_lambda"
+    assert "Cloud Run" in problem["detail"]
+    assert response["headers"]["content-type"].startswith("application/problem+json")
+
+
+def test_unknown_paths_under_a_stage_are_still_404(invoke: Invoke) -> None:
+    response = invoke(http_api_stage_event("prod", "GET", "/no/such/thing"))
+    assert response["statusCode"] == 404
+    assert _json(response)["code"] == "http.not_found"

@@ -6,7 +6,7 @@ import uuid
 
 import httpx
 from fastapi import FastAPI
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 import tests.tasks.kinds  # noqa: F401 - registers the test task kinds
 from backend.auth.deps import CurrentUser
@@ -17,7 +17,7 @@ from backend.tasks.deps import QueueDep
 from backend.tasks.idempotency import IdempotencyDep
 from backend.tasks.schemas import TaskOut
 from tests.auth.test_router import assert_problem
-from tests.conftest import SignedIn, client_for
+from tests.conftest import AppFactory, SignedIn, client_for
 
 
 class Made(BaseModel):
@@ -154,11 +154,13 @@ async def test_a_failed_request_does_not_burn_its_key(app: FastAPI, alice: Signe
     assert "Idempotent-Replayed" not in good.headers
 
 
-async def test_metrics_report_tasks_and_queue_depth(app: FastAPI, alice: SignedIn) -> None:
+async def test_metrics_report_tasks_and_queue_depth(
+    app: FastAPI, make_app: AppFactory, alice: SignedIn
+) -> None:
     add_creating_route(app)
     await _make(alice.client, alice)
-    async with client_for(app) as c:
-        text = (await c.get("/metrics")).text
-    assert 'atelier_tasks{kind="test.steps",status="queued"} 1.0' in text
+    token = "scrape-" + "r" * 40
+    async with client_for(make_app(metrics_token=SecretStr(token))) as c:
+        text = (await c.get("/metrics", headers={"Authorization": f"Bearer {token}"})).text
+    assert 'atelier_tasks_total{kind="test.steps",status="queued"} 1.0' in text
     assert "atelier_queue_depth 1.0" in text
-    assert "atelier_task_duration_seconds_sum" in text
