@@ -8,13 +8,19 @@ import getpass
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from backend.config import get_settings
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
+
+
+# httptools buffers request headers without any bound (40 MB of headers were accepted); h11
+# refuses a request line plus headers past this size, answering 400 and closing.
+MAX_HEADER_BYTES = 64 * 1024
+HTTP_LIMITS: dict[str, Any] = {"http": "h11", "h11_max_incomplete_event_size": MAX_HEADER_BYTES}
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -38,6 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
         # Cloud Run sends SIGTERM and kills 10 s later: uvicorn closes sockets with 1012
         # (service restart, a reconnect hint) and gives requests this long to finish.
         timeout_graceful_shutdown=8,
+        **HTTP_LIMITS,
     )
     return 0
 

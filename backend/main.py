@@ -20,7 +20,7 @@ from backend.batches.router import router as batches_router
 from backend.config import Settings, get_settings
 from backend.core.errors import PROBLEM_JSON, Problem, install_error_handlers
 from backend.core.logging import configure_logging
-from backend.core.middleware import RequestContextMiddleware
+from backend.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from backend.core.resources import Resources
 from backend.images.router import router as images_router
 from backend.ops.router import router as ops_router
@@ -60,6 +60,9 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
         version=settings.version,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Starlette builds slash redirects from the Host header (an open redirect when a proxy
+        # forwards any Host); every documented path is matched exactly instead.
+        redirect_slashes=False,
     )
     app.state.resources = resources
     install_error_handlers(app)
@@ -77,6 +80,13 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
             "Idempotency-Key",
         ],
         expose_headers=["X-Request-ID", "Retry-After"],
+    )
+    # Multipart framing (boundaries, part headers, the signed form's fields) on top of a file.
+    multipart_overhead = 64 * 1024
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_multipart=max(settings.max_upload_bytes, settings.batch_max_csv_bytes)
+        + multipart_overhead,
     )
     # Added last so it is outermost: every answer, even a CORS refusal, gets a request id.
     app.add_middleware(RequestContextMiddleware, gcp_project=settings.google_cloud_project)
