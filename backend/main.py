@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -22,6 +22,7 @@ from backend.core.errors import PROBLEM_JSON, Problem, install_error_handlers
 from backend.core.logging import configure_logging
 from backend.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from backend.core.resources import Resources
+from backend.core.textfit import text_fit
 from backend.images.router import router as images_router
 from backend.ops.router import router as ops_router
 from backend.realtime.router import router as realtime_router
@@ -63,6 +64,8 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
         # Starlette builds slash redirects from the Host header (an open redirect when a proxy
         # forwards any Host); every documented path is matched exactly instead.
         redirect_slashes=False,
+        # NUL and lone surrogates are refused for every route here, not per endpoint.
+        dependencies=[Depends(text_fit)],
     )
     app.state.resources = resources
     install_error_handlers(app)
