@@ -226,7 +226,7 @@ async def thumbnail(
     "/api/images/{image_id}/download",
     status_code=status.HTTP_307_TEMPORARY_REDIRECT,
     response_class=RedirectResponse,
-    responses=problem_responses(404, 422),
+    responses=problem_responses(404, 409, 422),
 )
 async def download(
     image_id: uuid.UUID, user: CurrentUser, session: SessionDep, resources: ResourcesDep
@@ -235,6 +235,17 @@ async def download(
     blob = await service.blob_of(session, image)
     if blob is None:
         raise AppError("A failed upload has no file to download.", code="image.no_file", status=404)
+    # The redirect hands the bytes out unseen, so at least their size is checked first (the key
+    # is written by the server only; this catches a storage that changed under the record).
+    stored = await resources.storage.head(blob.storage_key)
+    if stored is None:
+        raise AppError("The original is missing.", code="image.original_missing", status=404)
+    if stored.size != blob.size_bytes:
+        raise AppError(
+            "The stored original is not the file that was accepted.",
+            code="image.original_changed",
+            status=409,
+        )
     url = await resources.storage.presign_get(
         blob.storage_key,
         expires_in=resources.settings.download_url_ttl_seconds,
