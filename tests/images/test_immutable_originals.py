@@ -9,22 +9,17 @@ import hashlib
 import time
 from typing import Any
 
-import httpx
 from sqlalchemy import select
 
 from backend.images.models import Blob, Upload
 from tests.auth.test_router import assert_problem
-from tests.images.test_router import (  # noqa: F401  (fixtures used by name)
-    Stack,
-    User,
-    jpeg,
-    post_form,
-    presign,
-    stack,
-    storage_url,
-    users,
-    wait_ready,
-)
+from tests.images import test_router as router_tests
+from tests.images.test_router import Stack, User, jpeg, post_form, presign, wait_ready
+
+# The same app-on-both-backends fixtures as the router tests (SeaweedFS and the local folder).
+stack = router_tests.stack
+storage_url = router_tests.storage_url
+users = router_tests.users
 
 HTML = b"<html><script>alert(1)</script></html>"
 
@@ -39,7 +34,7 @@ async def fetch(stack: Stack, user: User, path: str) -> bytes:
     return answer.content
 
 
-async def sketch_of(stack: Stack, user: User, image_id: str) -> dict[str, Any]:
+async def sketch_of(user: User, image_id: str) -> dict[str, Any]:
     created = await user.client.post(
         "/api/sketch/create",
         json={"image_id": image_id, "style": "pencil", "method": "basic"},
@@ -80,16 +75,18 @@ async def test_replaying_a_form_after_confirm_changes_nothing(
     download = await fetch(stack, alice, f"{base}/download")
     assert download == data
     small = await fetch(stack, alice, f"{base}/thumbnails/small")
-    first_sketch = await sketch_of(stack, alice, image["id"])
+    first_sketch = await sketch_of(alice, image["id"])
     assert first_sketch["status"] == "ready", first_sketch
     drawn = await fetch(stack, alice, first_sketch["result_url"])
 
     async with stack.resources.db.sessionmaker() as session:
         blob = await session.scalar(select(Blob).where(Blob.sha256 == image["sha256"]))
         upload = await session.get(Upload, form["upload_id"])
-    assert blob is not None and upload is not None
+    assert blob is not None
+    assert upload is not None
     # Content-addressed, and not the key the form names.
-    assert blob.storage_key.startswith("originals/") and image["sha256"] in blob.storage_key
+    assert blob.storage_key.startswith("originals/")
+    assert image["sha256"] in blob.storage_key
     assert blob.storage_key != form["fields"]["key"]
     assert await stack.resources.storage.head(upload.storage_key) is None  # staging removed
 
@@ -108,7 +105,7 @@ async def test_replaying_a_form_after_confirm_changes_nothing(
         "ready",
     )
     # A worker reading the original after the replay still gets the accepted bytes.
-    second_sketch = await sketch_of(stack, alice, image["id"])
+    second_sketch = await sketch_of(alice, image["id"])
     assert second_sketch["status"] == "ready", second_sketch
     assert (second_sketch["width"], second_sketch["height"]) == (1200, 900)
     assert await fetch(stack, alice, second_sketch["result_url"]) == drawn
@@ -160,7 +157,7 @@ async def test_readers_refuse_an_original_that_changed_in_storage(
     # Same size, other bytes (only storage itself could do this): the hash check catches it.
     flipped = bytes([data[0], data[1], *data[2:-10], *(b ^ 0xFF for b in data[-10:])])
     await storage.put(blob.storage_key, flipped, content_type="image/jpeg")
-    sketch = await sketch_of(stack, alice, image["id"])
+    sketch = await sketch_of(alice, image["id"])
     assert sketch["status"] == "failed"
     assert (await task_of(alice, sketch))["error_code"] == "sketch.original_changed"
 
