@@ -24,7 +24,12 @@ from backend.images.metadata import Metadata, extract
 from backend.images.models import Blob, Image, ImageStatus, Upload
 from backend.images.originals import original_key, staging_key
 from backend.images.schemas import Exif, ImageOut, Stats, Thumbnails
-from backend.images.validation import ValidationFailure, check_declared, inspect
+from backend.images.validation import (
+    ValidationFailure,
+    check_declared,
+    inspect,
+    sanitize_filename,
+)
 from backend.storage.base import (
     ObjectNotFound,
     ObjectTooLarge,
@@ -58,12 +63,60 @@ def _rejected(failure: ValidationFailure, image_id: uuid.UUID | None = None) -> 
     return UploadRejected(failure.message, code=failure.code, **extra)
 
 
-def validate_declared(filename: str, content_type: str, size_bytes: int, *, max_bytes: int) -> str:
-    """The checks on what the client says before any byte is accepted: the safe file name."""
+# Postgres ``integer``: a declared size past it is kept as unknown rather than overflowing.
+_MAX_RECORDED_SIZE = 2**31 - 1
+
+
+def _recorded_name(filename: str) -> str:
+    """What the user called a refused file, fit for the record (and for display)."""
+    try:
+        return sanitize_filename(filename)
+    except ValidationFailure:
+        return "unnamed"
+
+
+async def refuse(
+    session: AsyncSession,
+    *,
+    user: User,
+    filename: str,
+    failure: ValidationFailure,
+    size: int | None,
+    status: int = 422,
+) -> UploadRejected:
+    """Record a refused upload as a failed image (it counts in stats and is listed under
+    ``status=failed``), commit that record, and return the error naming it."""
+    image = await _record_failure(
+        session,
+        user=user,
+        name=_recorded_name(filename),
+        failure=failure,
+        size=size if size is not None and 0 <= size <= _MAX_RECORDED_SIZE else None,
+    )
+    # Committed although the answer is an error: the request's own rollback must not undo it.
+    await commit(session)
+    rejected = _rejected(failure, image.id)
+    rejected.status = status
+    return rejected
+
+
+async def validate_declared(
+    session: AsyncSession,
+    *,
+    user: User,
+    filename: str,
+    content_type: str,
+    size_bytes: int,
+    max_bytes: int,
+) -> str:
+    """The checks on what the client says before any byte is accepted: the safe file name.
+    A refusal is recorded as a failed image."""
     try:
         return check_declared(filename, content_type, size_bytes, max_bytes=max_bytes)
     except ValidationFailure as failure:
-        raise _rejected(failure) from None
+        raise await refuse(
+            session, user=user, filename=filename, failure=failure, size=size_bytes
+        ) from None
 
 
 # Features that start work on every new image (auto-captioning…) register here; images does not
@@ -105,8 +158,13 @@ async def create_upload(
     size_bytes: int,
 ) -> tuple[Upload, PresignedPost]:
     settings = deps.settings
-    safe_name = validate_declared(
-        filename, content_type, size_bytes, max_bytes=settings.max_upload_bytes
+    safe_name = await validate_declared(
+        session,
+        user=user,
+        filename=filename,
+        content_type=content_type,
+        size_bytes=size_bytes,
+        max_bytes=settings.max_upload_bytes,
     )
     upload = Upload(
         id=uuid.uuid4(),
