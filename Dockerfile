@@ -55,7 +55,9 @@ WORKDIR /app
 USER 10001:10001
 EXPOSE 8080
 
+# Cloud Run's front end appends the real client to X-Forwarded-For: the app takes the client
+# from the right, one hop (entries further left are written by the client and ignored).
+ENV ATELIER_TRUSTED_PROXY_HOPS=1
 # Exec form: uvicorn is PID 1 and receives Cloud Run's SIGTERM directly. The port comes from
-# PORT through the settings; Cloud Run's front end is the only peer allowed to set
-# X-Forwarded-For.
-CMD ["atelier", "serve", "--host", "0.0.0.0", "--forwarded-allow-ips", "*"]
+# PORT through the settings.
+CMD ["atelier", "serve", "--host", "0.0.0.0"]

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backend.config import get_settings
+from backend.config import ConfigError, get_settings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -24,19 +24,28 @@ HTTP_LIMITS: dict[str, Any] = {"http": "h11", "h11_max_incomplete_event_size": M
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
+    # --host/--port win over the environment, and the settings (signed URLs, allowed origins)
+    # must be derived from the address actually served: hand them over as settings.
+    if args.host:
+        os.environ["ATELIER_HOST"] = args.host
+    if args.port:
+        os.environ["ATELIER_PORT"] = str(args.port)
+    get_settings.cache_clear()
     settings = get_settings()
     if args.migrate:
         _migrate(args)
     uvicorn.run(
         "backend.main:create_app",
         factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        # Cloud Run and load balancers put the client address in X-Forwarded-For.
-        proxy_headers=True,
-        forwarded_allow_ips=args.forwarded_allow_ips,
+        host=settings.host,
+        port=settings.port,
+        # uvicorn would take the leftmost X-Forwarded-For entry, which the client writes; the
+        # app reads it from the right instead (TRUSTED_PROXY_HOPS, backend/core/proxy.py).
+        proxy_headers=False,
         log_config=None,
         ws="websockets-sansio",
         ws_ping_interval=25,
@@ -57,15 +66,15 @@ def _migrate(_: argparse.Namespace) -> int:
 
 
 def _worker(_: argparse.Namespace) -> int:
+    from backend.composition import AppResources
     from backend.core.logging import configure_logging
-    from backend.core.resources import Resources
     from backend.tasks.worker import serve_worker
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     if settings.redis_url is None:
         raise SystemExit("atelier worker needs REDIS_URL; without it the API runs its own worker")
-    asyncio.run(serve_worker(Resources(settings)))
+    asyncio.run(serve_worker(AppResources(settings)))
     return 0
 
 
@@ -74,11 +83,21 @@ def _read_password() -> str:
         return sys.stdin.readline().rstrip("\r\n")
     first = getpass.getpass("Password: ")
     if first != getpass.getpass("Repeat password: "):
-        raise SystemExit("The passwords differ.")
+        raise _CliError("the passwords differ")
     return first
 
 
-async def _create_admin_async(email: str, password: str) -> str:
+def _database_error(exc: Exception) -> _CliError:
+    """One line for what an operator can act on: a database that is down or not migrated."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+    if "no such table" in text or "does not exist" in text:
+        return _CliError(f"the database has no schema yet ({text}): run `atelier migrate` first")
+    return _CliError(f"cannot use the database: {type(exc).__name__}: {text}")
+
+
+async def _create_admin_async(email: str, *, reset_password: bool) -> str:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from backend.auth import service
     from backend.core.db import Database
     from backend.core.errors import AppError
@@ -86,18 +105,31 @@ async def _create_admin_async(email: str, password: str) -> str:
     db = Database(get_settings().database_url)
     try:
         async with db.sessionmaker() as session:
-            try:
-                user, created = await service.ensure_admin(session, email=email, password=password)
-            except AppError as exc:
-                raise SystemExit(f"error: {exc.detail or exc.code}") from exc
+            exists = await service.user_exists(session, email=email)
+            # An existing account keeps its password unless a reset is asked for explicitly.
+            password = _read_password() if reset_password or not exists else None
+            user, outcome = await service.ensure_admin(
+                session, email=email, password=password, reset_password=reset_password
+            )
             await session.commit()
-            return f"{'created' if created else 'promoted'} admin {user.email} ({user.id})"
+    except AppError as exc:
+        raise _CliError(exc.detail or exc.code) from None
+    except (SQLAlchemyError, OSError) as exc:
+        raise _database_error(exc) from None
     finally:
         await db.dispose()
+    if outcome == "created":
+        return f"created admin {user.email} ({user.id})"
+    if outcome == "reset":
+        return f"reset the password of admin {user.email} ({user.id}); its sessions were ended"
+    return (
+        f"promoted admin {user.email} ({user.id}); the password is unchanged "
+        "(--reset-password sets a new one)"
+    )
 
 
 def _create_admin(args: argparse.Namespace) -> int:
-    message = asyncio.run(_create_admin_async(args.email, _read_password()))
+    message = asyncio.run(_create_admin_async(args.email, reset_password=args.reset_password))
     print(message)  # noqa: T201 - CLI output
     return 0
 
@@ -204,7 +236,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--migrate", action="store_true", help="run migrations first")
-    serve.add_argument("--forwarded-allow-ips", default="127.0.0.1")
     serve.set_defaults(func=_serve)
 
     worker = sub.add_parser("worker", help="run background tasks from the Redis queue")
@@ -214,9 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=_migrate)
 
     admin = sub.add_parser(
-        "create-admin", help="create an admin (password from the prompt or stdin)"
+        "create-admin",
+        help="create an admin or promote an existing user (password from the prompt or stdin)",
     )
     admin.add_argument("email")
+    admin.add_argument(
+        "--reset-password",
+        action="store_true",
+        help="also set a new password on an existing account and end its sessions",
+    )
     admin.set_defaults(func=_create_admin)
 
     sketch = sub.add_parser("sketch", help="draw a local image file in one style")
@@ -243,11 +280,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# sysexits.h EX_CONFIG: the process was given settings it must not run with.
+EXIT_CONFIG = 78
+_NEEDS_SETTINGS = {"serve", "worker", "migrate", "create-admin"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command in _NEEDS_SETTINGS:
+            get_settings()  # refuse bad configuration before anything starts
         result: int = args.func(args)
+    except ConfigError as exc:
+        # One line an operator (or Cloud Logging) can read, never a validation traceback.
+        print(f"atelier: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_CONFIG
     except _CliError as exc:
         # argparse's own convention: usage mistakes exit with 2 and a one-line message.
         print(f"atelier {args.command}: error: {exc}", file=sys.stderr)  # noqa: T201

@@ -8,15 +8,30 @@ platforms and tooling set without a prefix (``DATABASE_URL``, ``REDIS_URL``, ``S
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # A recognisable placeholder: it is what dev mode runs with, and what production refuses.
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"
 MIN_SECRET_KEY_LENGTH = 32
+# Values copied from documentation without being filled in: `<password>`, `CHANGE_ME`, ….
+_PLACEHOLDER = re.compile(r"[<>{}]|change[-_]?me|placeholder|your[-_]|\.invalid\b|\bx{3,}\b", re.I)
+
+
+class ConfigError(Exception):
+    """Settings the process must not start with; the message is one line meant for operators."""
 
 
 def _env(name: str) -> AliasChoices:
@@ -46,16 +61,18 @@ class Settings(BaseSettings):
     storage_url: str = Field(default="file://./var/storage", validation_alias=_env("STORAGE_URL"))
     gemini_api_key: SecretStr | None = Field(default=None, validation_alias=_env("GEMINI_API_KEY"))
 
-    allowed_origins: Annotated[list[str], NoDecode] = [
-        "http://127.0.0.1:8000",
-        "http://localhost:8000",
-    ]
+    # Origins allowed by CORS and the /ws Origin check, besides PUBLIC_BASE_URL's own. Unset
+    # outside prod: the loopback origins of the port actually served.
+    allowed_origins: Annotated[list[str], NoDecode] = []
 
     access_token_ttl_seconds: int = Field(default=900, ge=30)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
     login_max_failures_per_email: int = Field(default=5, ge=1)
     login_max_failures_per_ip: int = Field(default=30, ge=1)
     login_failure_window_seconds: int = Field(default=900, ge=1)
+    # Proxies in front of the app that append to X-Forwarded-For (Cloud Run: 1). The client is
+    # that many entries from the right; 0 ignores the header and uses the connection's peer.
+    trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
 
     # Uploads. MAX_IMAGE_PIXELS is imgproxy's default: 50 MP.
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
@@ -65,7 +82,8 @@ class Settings(BaseSettings):
     # Uploads (presigned and direct) one user may start per minute, across all instances.
     upload_rate_per_minute: int = Field(default=60, ge=1)
     # Where the app is reached from browsers; the local storage backend signs URLs under it.
-    public_base_url: str = "http://127.0.0.1:8000"
+    # Unset outside prod: http://HOST:PORT of the address actually served. Required in prod.
+    public_base_url: str = ""
 
     # AI. Gemini is used when GEMINI_API_KEY is set; the local provider is always there.
     gemini_base_url: str | None = Field(
@@ -147,27 +165,99 @@ class Settings(BaseSettings):
         return None if value == "" else value
 
     @model_validator(mode="after")
-    def _loopback_fetches_only_in_tests(self) -> Settings:
-        if self.fetch_allow_loopback_hosts and self.env == "prod":
-            raise ValueError(
-                "ATELIER_FETCH_ALLOW_LOOPBACK_HOSTS is a test setting; it is refused in prod"
-            )
+    def _derive_local_addresses(self) -> Settings:
+        """`ATELIER_PORT=8011 make run` signs its forms for :8011 and accepts its own pages'
+        WebSocket; prod derives nothing (it listens on 0.0.0.0 behind a front end)."""
+        if self.env == "prod":
+            return self
+        host = self.host if self.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+        if not self.public_base_url:
+            self.public_base_url = f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+        if "allowed_origins" not in self.model_fields_set:
+            self.allowed_origins = [
+                f"http://127.0.0.1:{self.port}",
+                f"http://localhost:{self.port}",
+            ]
         return self
 
     @model_validator(mode="after")
-    def _refuse_default_secret(self) -> Settings:
+    def _refuse_unsafe_config(self) -> Settings:
+        """Outside dev: a real secret. In prod, also the real services: without them each
+        instance would quietly get its own SQLite file (unwritable in the image), fakeredis
+        queue, rate limits and worker. Every problem is reported at once, on one line."""
         if self.env == "dev":
             if self.secret_key is None:
                 self.secret_key = SecretStr(DEV_SECRET_KEY)
             return self
+        problems = []
         key = self.secret_key.get_secret_value() if self.secret_key else ""
         if not key or key == DEV_SECRET_KEY or len(key) < MIN_SECRET_KEY_LENGTH:
-            raise ValueError(
+            problems.append(
                 f"ATELIER_SECRET_KEY must be set to a random value of at least "
                 f"{MIN_SECRET_KEY_LENGTH} characters outside ATELIER_ENV=dev "
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
             )
+        if self.env == "prod":
+            problems.extend(self._prod_problems())
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    def _prod_problems(self) -> list[str]:
+        problems = []
+        if _scheme(self.database_url) != "postgresql+asyncpg":
+            problems.append(
+                "ATELIER_DATABASE_URL (or DATABASE_URL) must be a Postgres URL for asyncpg in "
+                "prod (postgresql+asyncpg://USER:PASSWORD@HOST/DB)"
+            )
+        elif not _usable(self.database_url):
+            problems.append("ATELIER_DATABASE_URL is a placeholder, not a Postgres URL")
+        if self.redis_url is None:
+            problems.append(
+                "ATELIER_REDIS_URL (or REDIS_URL) is required in prod (redis://HOST:6379/0), "
+                "or each instance gets its own in-process queue and rate limits"
+            )
+        elif _scheme(self.redis_url) not in ("redis", "rediss", "unix") or not _usable(
+            self.redis_url
+        ):
+            problems.append("ATELIER_REDIS_URL must be a redis://, rediss:// or unix:// URL")
+        if _scheme(self.storage_url) != "s3" or not _usable(self.storage_url):
+            problems.append(
+                "ATELIER_STORAGE_URL (or STORAGE_URL) must be s3://BUCKET?… in prod "
+                "(a local folder is neither shared nor writable in the image)"
+            )
+        if self.embedded_worker:
+            problems.append("ATELIER_EMBEDDED_WORKER is refused in prod: run `atelier worker`")
+        if not _usable(self.public_base_url) or _scheme(self.public_base_url) not in (
+            "http",
+            "https",
+        ):
+            problems.append(
+                "ATELIER_PUBLIC_BASE_URL is required in prod: the https:// address browsers use "
+                "(signed links and the WebSocket's allowed origin come from it)"
+            )
+        if self.fetch_allow_loopback_hosts:
+            problems.append(
+                "ATELIER_FETCH_ALLOW_LOOPBACK_HOSTS is a test setting; it is refused in prod"
+            )
+        return problems
+
+    @property
+    def public_origin(self) -> str:
+        """PUBLIC_BASE_URL as a browser writes it in ``Origin``: no path, no default port."""
+        parts = urlsplit(self.public_base_url)
+        scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+        if ":" in host:
+            host = f"[{host}]"
+        default = {"http": 80, "https": 443}.get(scheme)
+        port = f":{parts.port}" if parts.port and parts.port != default else ""
+        return f"{scheme}://{host}{port}"
+
+    @property
+    def browser_origins(self) -> list[str]:
+        """Origins allowed by CORS and /ws: the app's own (always) and ALLOWED_ORIGINS."""
+        origins = [self.public_origin] if self.public_base_url else []
+        return origins + [o for o in self.allowed_origins if o not in origins]
 
     @property
     def dev(self) -> bool:
@@ -187,6 +277,36 @@ class Settings(BaseSettings):
         return self.redis_url is None if self.embedded_worker is None else self.embedded_worker
 
 
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def _usable(url: str) -> bool:
+    """A URL with a host (or a bucket, or a socket path) that is not a documentation stand-in."""
+    parts = urlsplit(url)
+    return bool(parts.netloc or parts.path.strip("/")) and not _PLACEHOLDER.search(url)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or a ConfigError whose message fits on one line."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    messages = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["loc"]:
+            field = str(error["loc"][0])
+            name = field if field.isupper() else f"ATELIER_{field.upper()}"
+            message = f"{name}: {message}"
+        messages.append(message)
+    return "; ".join(messages).replace("\n", " ")
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()

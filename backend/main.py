@@ -17,11 +17,12 @@ from backend.ai.router import router as ai_router
 from backend.auth.router import admin_router
 from backend.auth.router import router as auth_router
 from backend.batches.router import router as batches_router
+from backend.composition import AppResources
 from backend.config import Settings, get_settings
 from backend.core.errors import PROBLEM_JSON, Problem, install_error_handlers
 from backend.core.logging import configure_logging
 from backend.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from backend.core.resources import Resources
+from backend.core.proxy import TrustedProxyMiddleware
 from backend.core.textfit import text_fit
 from backend.images.router import router as images_router
 from backend.ops.router import router as ops_router
@@ -37,9 +38,11 @@ catalogues from CSV. Sign in with cookies (send `X-CSRF-Token` on unsafe request
 `X-API-Key` header. Errors are RFC 9457 problem details with a stable `code`."""
 
 
-def create_app(settings: Settings | None = None, *, resources: Resources | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, resources: AppResources | None = None
+) -> FastAPI:
     settings = settings or get_settings()
-    resources = resources or Resources(settings)
+    resources = resources or AppResources(settings)
     configure_logging(settings.log_level, json=settings.log_json)
 
     load_task_modules(settings.task_modules)
@@ -72,7 +75,7 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
 
     app.add_middleware(
         CORSMiddleware,
-        allow_origins=settings.allowed_origins,
+        allow_origins=settings.browser_origins,
         allow_credentials=True,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=[
@@ -91,6 +94,9 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
         max_multipart=max(settings.max_upload_bytes, settings.batch_max_csv_bytes)
         + multipart_overhead,
     )
+    # Just inside the request context: the client address is settled before anything reads
+    # it, and bound to the request's log lines.
+    app.add_middleware(TrustedProxyMiddleware, hops=settings.trusted_proxy_hops)
     # Added last so it is outermost: every answer, even a CORS refusal, gets a request id.
     app.add_middleware(RequestContextMiddleware, gcp_project=settings.google_cloud_project)
 

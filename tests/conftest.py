@@ -21,10 +21,10 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from backend.composition import AppResources
 from backend.config import Settings
 from backend.core.db import Database
 from backend.core.migrations import upgrade
-from backend.core.resources import Resources
 from backend.main import create_app
 from backend.models import Base
 from tests.servers import (
@@ -151,7 +151,9 @@ def make_app(settings: Settings, database: Database, redis: Redis) -> AppFactory
 
     def factory(**overrides: object) -> FastAPI:
         app_settings = settings.model_copy(update=overrides) if overrides else settings
-        return create_app(app_settings, resources=Resources(app_settings, db=database, redis=redis))
+        return create_app(
+            app_settings, resources=AppResources(app_settings, db=database, redis=redis)
+        )
 
     return factory
 
@@ -162,7 +164,7 @@ def make_live_app(settings: Settings, committed_database: Database, redis: Redis
 
     def factory(**overrides: object) -> FastAPI:
         app_settings = settings.model_copy(update=overrides) if overrides else settings
-        resources = Resources(app_settings, db=committed_database, redis=redis)
+        resources = AppResources(app_settings, db=committed_database, redis=redis)
         return create_app(app_settings, resources=resources)
 
     return factory

@@ -8,10 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from backend.ai import service
 from backend.ai.cache import AiCache
+from backend.ai.deps import ai_providers
 from backend.auth.deps import AdminUser, CurrentUser
 from backend.core.db import SessionDep
 from backend.core.errors import problem_responses
 from backend.core.resources import ResourcesDep
+from backend.tasks.deps import task_queue
 from backend.tasks.idempotency import IdempotencyDep
 from backend.tasks.schemas import TaskOut
 
@@ -59,12 +61,12 @@ async def caption(
     idem: IdempotencyDep,
 ) -> Response:
     """Caption an image; on success the image gets ``caption`` and ``caption_model``."""
-    provider = service.choose_provider(body.provider, resources.providers)
+    provider = service.choose_provider(body.provider, ai_providers(resources))
 
     async def produce() -> TaskOut:
         task = await service.create_caption(
             session,
-            resources.queue,
+            task_queue(resources),
             resources.redis,
             resources.settings,
             user_id=user.id,
@@ -91,12 +93,12 @@ async def edit(
 ) -> Response:
     """Edit an image by prompt; on success a new image (``source: "edit"``, ``parent_id``) holds
     the result and the task's ``result.image_id`` names it."""
-    provider = service.choose_provider(body.provider, resources.providers)
+    provider = service.choose_provider(body.provider, ai_providers(resources))
 
     async def produce() -> TaskOut:
         task = await service.create_edit(
             session,
-            resources.queue,
+            task_queue(resources),
             resources.redis,
             resources.settings,
             user_id=user.id,

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from backend.ai.cache import AiCache, cache_key
+from backend.ai.deps import ai_providers
 from backend.ai.providers.base import Caption, Provider, ProviderError
 from backend.auth.models import User
 from backend.core.db import commit
@@ -28,7 +29,7 @@ MIMES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "gif": 
 
 
 def _provider(resources: Resources, name: str) -> Provider:
-    provider = resources.providers.get(name)
+    provider = ai_providers(resources).get(name)
     if provider is None:
         raise TaskError(
             f"The {name!r} provider is not configured on this worker.",

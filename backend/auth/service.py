@@ -336,14 +336,33 @@ async def update_user(
     return user
 
 
-async def ensure_admin(session: AsyncSession, *, email: str, password: str) -> tuple[User, bool]:
-    """Create an admin, or promote and re-password an existing account. Returns (user, created)."""
+async def ensure_admin(
+    session: AsyncSession, *, email: str, password: str | None, reset_password: bool = False
+) -> tuple[User, str]:
+    """Make ``email`` an admin: ``created``, ``promoted`` (its password untouched) or, only when
+    asked, ``reset`` (new password, every sign-in session of the account revoked)."""
     existing = await get_user_by_email(session, email)
     if existing is None:
-        return await create_user(session, email=email, password=password, role=Role.admin), True
-    check_password_policy(password, email=existing.email)
+        if password is None:
+            raise ValueError("a new admin needs a password")
+        user = await create_user(session, email=email, password=password, role=Role.admin)
+        return user, "created"
+    if reset_password:
+        if password is None:
+            raise ValueError("resetting needs the new password")
+        check_password_policy(password, email=existing.email)
+        existing.password_hash = await hash_password(password)
+        # Whoever held the old password may be signed in: those sessions end with it.
+        await session.execute(
+            update(AuthSession)
+            .where(AuthSession.user_id == existing.id, AuthSession.revoked_at.is_(None))
+            .values(revoked_at=utcnow(), revoked_reason="password_reset")
+        )
     existing.role = Role.admin
     existing.disabled = False
-    existing.password_hash = await hash_password(password)
     await session.flush()
-    return existing, False
+    return existing, "reset" if reset_password else "promoted"
+
+
+async def user_exists(session: AsyncSession, *, email: str) -> bool:
+    return await get_user_by_email(session, email) is not None

@@ -15,6 +15,7 @@ from backend.core.errors import AppError, problem_responses
 from backend.core.pagination import Page, PageDep
 from backend.core.resources import ResourcesDep
 from backend.storage.responses import object_response
+from backend.tasks.deps import task_queue
 from backend.tasks.idempotency import IdempotencyDep
 from backend.tasks.models import TaskStatus
 from backend.tasks.schemas import TaskOut
@@ -90,7 +91,7 @@ async def create_batch(
     async def produce() -> BatchCreated:
         batch, task = await service.create_batch(
             session,
-            resources.queue,
+            task_queue(resources),
             resources.redis,
             settings,
             user_id=user.id,

@@ -1,4 +1,9 @@
-"""The long-lived clients of one app instance, created on first use.
+"""The long-lived clients of one app instance, created on first use, and how features reach them.
+
+This module knows only the shared infrastructure (settings, database, Redis, storage). Pieces
+that belong to a feature (the task queue, the AI providers, the realtime hub) are ``Component``
+slots declared by that feature and filled by the composition root (``backend.composition``),
+so imports run one way: app → features → core.
 
 Lazy creation matters on Lambda, where Mangum runs with ``lifespan="off"`` and nothing is set up
 at start; under uvicorn the lifespan simply closes them at shutdown.
@@ -6,8 +11,9 @@ at start; under uvicorn the lifespan simply closes them at shutdown.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any, Generic, TypeVar, cast
 
 from fastapi import Depends, Request
 from redis.asyncio import Redis
@@ -16,11 +22,21 @@ from backend.config import Settings
 from backend.core.db import Database
 from backend.core.redis import create_redis
 from backend.storage.base import Storage, open_storage
-from backend.tasks.queue import TaskQueue
 
-if TYPE_CHECKING:
-    from backend.ai.providers.base import Provider
-    from backend.realtime.hub import Hub
+T = TypeVar("T")
+
+
+class Component(Generic[T]):
+    """A named slot for one feature-owned piece; ``slot.of(resources)`` builds it once."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def of(self, resources: Resources) -> T:
+        return resources.component(self)
+
+    def __repr__(self) -> str:
+        return f"Component({self.name!r})"
 
 
 class Resources:
@@ -41,6 +57,9 @@ class Resources:
             if value is not None
         }
         self.__dict__.update(self._borrowed)
+        self._factories: dict[Component[Any], Callable[[], Any]] = {}
+        self._closers: dict[Component[Any], Callable[[Any], Awaitable[None]]] = {}
+        self._built: dict[Component[Any], Any] = {}
 
     @cached_property
     def db(self) -> Database:
@@ -58,52 +77,45 @@ class Resources:
             public_base_url=self.settings.public_base_url,
         )
 
-    @cached_property
-    def queue(self) -> TaskQueue:
-        return TaskQueue(
-            self.redis,
-            embedded=self.embedded_redis,
-            queue_grace=self.settings.task_queue_grace_seconds,
-        )
-
-    @cached_property
-    def providers(self) -> dict[str, Provider]:
-        from backend.ai.providers.base import ProviderSettings, build_providers
-
-        settings = self.settings
-        return build_providers(
-            ProviderSettings(
-                gemini_api_key=(
-                    settings.gemini_api_key.get_secret_value() if settings.gemini_api_key else None
-                ),
-                gemini_base_url=settings.gemini_base_url,
-                caption_model=settings.gemini_caption_model,
-                edit_model=settings.gemini_edit_model,
-                timeout_seconds=settings.gemini_timeout_seconds,
-                max_retries=settings.gemini_max_retries,
-                image_max_side=settings.ai_image_max_side,
-            )
-        )
-
-    @cached_property
-    def hub(self) -> Hub:
-        from backend.realtime.hub import Hub
-
-        return Hub(self.redis)
-
     @property
     def embedded_redis(self) -> bool:
         return self.settings.redis_url is None
+
+    def provide(
+        self,
+        component: Component[T],
+        build: Callable[[], T],
+        *,
+        close: Callable[[T], Awaitable[None]] | None = None,
+    ) -> None:
+        """Say how to build ``component`` (on first use); replaces an unbuilt or built one."""
+        self._factories[component] = build
+        self._built.pop(component, None)
+        if close is not None:
+            self._closers[component] = close
+
+    def component(self, component: Component[T]) -> T:
+        if component not in self._built:
+            try:
+                build = self._factories[component]
+            except KeyError:
+                raise LookupError(
+                    f"nothing provides {component.name}: build the resources with "
+                    "backend.composition.AppResources"
+                ) from None
+            self._built[component] = build()
+        return cast(T, self._built[component])
 
     def _owns(self, name: str) -> bool:
         return name in self.__dict__ and name not in self._borrowed
 
     async def close(self) -> None:
-        if "hub" in self.__dict__:
-            await self.hub.close()
-        if "providers" in self.__dict__:
-            for provider in self.providers.values():
-                await provider.close()
+        # Components first (newest first): they use the clients closed after them.
+        for component, value in reversed(list(self._built.items())):
+            closer = self._closers.get(component)
+            if closer is not None:
+                await closer(value)
+        self._built.clear()
         if self._owns("db"):
             await self.db.dispose()
         if self._owns("redis"):
@@ -125,11 +137,11 @@ def get_redis(request: Request) -> Redis:
     return get_resources(request).redis
 
 
-def get_queue(request: Request) -> TaskQueue:
-    return get_resources(request).queue
+def get_storage(request: Request) -> Storage:
+    return get_resources(request).storage
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
-QueueDep = Annotated[TaskQueue, Depends(get_queue)]
+StorageDep = Annotated[Storage, Depends(get_storage)]

@@ -38,6 +38,7 @@ from backend.storage.base import (
     StorageError,
 )
 from backend.tasks import service as tasks
+from backend.tasks.deps import task_queue
 from backend.tasks.queue import TaskQueue
 
 log = structlog.get_logger(__name__)
@@ -142,7 +143,7 @@ class Deps:
     def of(cls, resources: Resources) -> Deps:
         return cls(
             storage=resources.storage,
-            queue=resources.queue,
+            queue=task_queue(resources),
             redis=resources.redis,
             settings=resources.settings,
         )

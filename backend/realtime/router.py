@@ -1,7 +1,7 @@
 """``GET /ws``: live task updates for the signed-in user.
 
-Handshake: a browser's ``Origin`` must be one of ``ALLOWED_ORIGINS`` (a request without
-``Origin`` comes from a non-browser client and is allowed), and the caller must be
+Handshake: a browser's ``Origin`` must be PUBLIC_BASE_URL's or one of ``ALLOWED_ORIGINS`` (a
+request without ``Origin`` comes from a non-browser client and is allowed), and the caller must be
 authenticated by the ``access_token`` cookie or an ``X-API-Key`` header. Both are checked
 before the upgrade is accepted, so a refusal is a plain HTTP 403 and no socket is opened.
 
@@ -35,6 +35,7 @@ from backend.auth.tokens import InvalidToken, decode_access_token
 from backend.core.db import commit
 from backend.core.errors import AppError
 from backend.core.resources import Resources
+from backend.realtime.deps import realtime_hub
 from backend.realtime.hub import RESYNC, HubClosed, SlowConsumer, Subscription
 from backend.tasks.events import task_json
 from backend.tasks.service import active_tasks
@@ -134,7 +135,7 @@ async def task_updates(websocket: WebSocket) -> None:
     """Live task updates for the caller; see the module docstring for the protocol."""
     resources: Resources = websocket.app.state.resources
     origin = websocket.headers.get("origin")
-    if not origin_allowed(origin, resources.settings.allowed_origins):
+    if not origin_allowed(origin, resources.settings.browser_origins):
         log.info("ws_refused", reason="origin", origin=origin[:200] if origin else None)
         await websocket.close(code=CLOSE_POLICY_VIOLATION)
         return
@@ -156,7 +157,7 @@ async def _serve(websocket: WebSocket, resources: Resources, user_id: uuid.UUID)
     try:
         # Subscribed before the handshake completes and before the snapshot is read: no change
         # can fall between the two, and a client that is connected is already listening.
-        async with resources.hub.subscribe(user_id) as sub:
+        async with realtime_hub(resources).subscribe(user_id) as sub:
             await websocket.accept()
             forward = asyncio.create_task(_forward(websocket, resources, sub, user_id))
             listen = asyncio.create_task(_until_client_leaves(websocket))

@@ -16,6 +16,7 @@ from backend.sketches.schemas import Available, Created, CreateIn, MethodOut, Sk
 from backend.sketches.styles import METHODS, STYLES
 from backend.storage.responses import object_response
 from backend.tasks import service as tasks
+from backend.tasks.deps import task_queue
 from backend.tasks.idempotency import IdempotencyDep
 from backend.tasks.models import Task
 from backend.tasks.schemas import TaskOut
@@ -72,7 +73,7 @@ async def create(
 ) -> Response:
     async def produce() -> Created:
         sketch, task = await service.create_sketch(
-            session, resources.queue, resources.redis, user_id=user.id, body=body
+            session, task_queue(resources), resources.redis, user_id=user.id, body=body
         )
         return Created(sketch=service.to_out(sketch, task), task=TaskOut.model_validate(task))
 

@@ -55,6 +55,10 @@ class S3Storage:
             connect_timeout=5,
             read_timeout=30,
             retries={"max_attempts": 3, "mode": "standard"},
+            # boto3 ≥ 1.36 otherwise sends every put as aws-chunked with a streaming checksum
+            # trailer, which the GCS XML API refuses: checksums only where an API demands one.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         )
         self.client: Any = boto3.client(
             "s3",

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from backend.core.db import seconds_between
 from backend.core.resources import Resources
+from backend.tasks.deps import task_queue
 from backend.tasks.models import Task
 
 log = structlog.get_logger(__name__)
@@ -52,6 +53,6 @@ async def refresh(resources: Resources) -> None:
         for kind, status, total, count in durations:
             TASK_SECONDS_SUM.labels(kind=kind, status=status.value).set(float(total or 0))
             TASK_SECONDS_COUNT.labels(kind=kind, status=status.value).set(count)
-        QUEUE_DEPTH.set(await resources.queue.depth())
+        QUEUE_DEPTH.set(await task_queue(resources).depth())
     except Exception as exc:  # noqa: BLE001 - a scrape must answer even when a dependency is down
         log.warning("task_metrics_failed", error=str(exc))

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from backend.core.db import Callback, commit, on_commit, utcnow
 from backend.core.resources import Resources
 from backend.tasks import events
+from backend.tasks.deps import task_queue
 from backend.tasks.models import ACTIVE_STATUSES, Task, TaskStatus
 
 log = structlog.get_logger(__name__)
@@ -37,7 +38,7 @@ class SweepReport:
 
 async def sweep_once(resources: Resources) -> SweepReport:
     report = SweepReport()
-    queue = resources.queue
+    queue = task_queue(resources)
     grace = timedelta(seconds=queue.queue_grace)
     now = utcnow()
     async with resources.db.sessionmaker() as session:
@@ -93,7 +94,7 @@ def _enqueuer(resources: Resources, task: Task) -> Callback:
     task_id, kind = task.id, task.kind
 
     async def enqueue() -> None:
-        await resources.queue.enqueue(task_id, kind)
+        await task_queue(resources).enqueue(task_id, kind)
 
     return enqueue
 

@@ -26,6 +26,7 @@ from backend import models as all_models  # every mapper, so relationships acros
 from backend.core.db import commit, utcnow
 from backend.core.resources import Resources
 from backend.tasks import events, sweeper
+from backend.tasks.deps import task_queue
 from backend.tasks.models import Task, TaskStatus
 from backend.tasks.queue import JOB_FUNCTION
 from backend.tasks.registry import REGISTRY, TaskCanceled, TaskContext, TaskError, TaskSpec
@@ -246,7 +247,7 @@ class TaskRunner:
                 task.error, task.error_code = error, code
                 task.message = f"attempt {task.attempts} failed; retrying"
                 task.deadline_at = utcnow() + timedelta(
-                    seconds=self.resources.queue.queue_grace + spec.retry_delay * 30
+                    seconds=task_queue(self.resources).queue_grace + spec.retry_delay * 30
                 )
                 retry_now = True
             else:
@@ -266,7 +267,7 @@ class TaskRunner:
                     task.status = TaskStatus.queued
                     task.message = "interrupted; will resume"
                     task.deadline_at = utcnow() + timedelta(
-                        seconds=self.resources.queue.queue_grace
+                        seconds=task_queue(self.resources).queue_grace
                     )
         except Exception as exc:  # noqa: BLE001 - the sweeper recovers the row from its deadline
             log.warning("task_release_failed", task_id=str(task_id), error=str(exc))
@@ -297,7 +298,7 @@ def build_worker(resources: Resources, *, handle_signals: bool = True) -> Worker
                 await task
 
     worker: Worker[WorkerContext] = Worker(
-        resources.queue.saq,
+        task_queue(resources).saq,
         functions=[(JOB_FUNCTION, run_task)],
         concurrency=settings.worker_concurrency,
         startup=startup,

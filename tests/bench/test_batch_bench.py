@@ -17,9 +17,9 @@ from redis.asyncio import Redis
 
 from backend.batches.fetch import fetch_image
 from backend.batches.service import fetch_policy
+from backend.composition import AppResources
 from backend.config import Settings
 from backend.core.db import Database
-from backend.core.resources import Resources
 from backend.images.compress import to_jpeg
 from backend.images.validation import inspect
 from backend.main import create_app
@@ -85,7 +85,7 @@ async def test_batch_throughput(
 
         for concurrency in (1, 4, 8):
             run_settings = app_settings.model_copy(update={"batch_concurrency": concurrency})
-            resources = Resources(run_settings, db=committed_database, redis=redis)
+            resources = AppResources(run_settings, db=committed_database, redis=redis)
             app = create_app(run_settings, resources=resources)
             worker = build_worker(resources, handle_signals=False)
             runner = asyncio.create_task(worker.start())

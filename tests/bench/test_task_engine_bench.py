@@ -45,9 +45,9 @@ from saq.types import Context
 from sqlalchemy import func, select
 
 from backend.auth.service import create_user
+from backend.composition import AppResources
 from backend.config import Settings
 from backend.core.db import Database, commit
-from backend.core.resources import Resources
 from backend.realtime.hub import Hub
 from backend.tasks import service
 from backend.tasks.events import CHANNEL, decode_event
@@ -373,7 +373,7 @@ async def measure_sockets(
     sockets: int,
     workdir: Path,
 ) -> SocketRun:
-    resources: Resources = app.state.resources
+    resources: AppResources = app.state.resources
     await wait_unsubscribed(resources.hub)
     total = EVENT_WARMUP + EVENTS
     out = workdir / f"ws-clients-{sockets}.json"
@@ -561,7 +561,7 @@ class Finished:
 
 
 async def run_tasks(
-    resources: Resources,
+    resources: AppResources,
     finished: Finished,
     user_id: uuid.UUID,
     count: int,
@@ -693,7 +693,7 @@ async def test_empty_task_throughput(
             "worker_concurrency": WORKER_CONCURRENCY,
         }
     )
-    resources = Resources(engine, db=committed_database, redis=redis)
+    resources = AppResources(engine, db=committed_database, redis=redis)
     async with committed_database.sessionmaker() as session:
         user = await create_user(session, email=unique_email("bench"), password=PASSWORD)
         await commit(session)

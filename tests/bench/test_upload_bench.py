@@ -17,9 +17,9 @@ import numpy as np
 from PIL import Image as PILImage
 from redis.asyncio import Redis
 
+from backend.composition import AppResources
 from backend.config import Settings
 from backend.core.db import Database
-from backend.core.resources import Resources
 from backend.images.thumbnails import render_thumbnails
 from backend.main import create_app
 from backend.tasks.worker import build_worker
@@ -49,7 +49,7 @@ async def test_confirm_to_ready_latency_12mp(
             "max_upload_bytes": 64 * 1024 * 1024,
         }
     )
-    resources = Resources(app_settings, db=committed_database, redis=redis)
+    resources = AppResources(app_settings, db=committed_database, redis=redis)
     app = create_app(app_settings, resources=resources)
     worker = build_worker(resources, handle_signals=False)
     runner = asyncio.create_task(worker.start())

@@ -21,9 +21,9 @@ from PIL import Image as PILImage
 from redis.asyncio import Redis
 from sqlalchemy import select
 
+from backend.composition import AppResources
 from backend.config import Settings
 from backend.core.db import Database
-from backend.core.resources import Resources
 from backend.images.models import Blob, Upload
 from backend.main import create_app
 from backend.tasks.worker import running_worker
@@ -55,7 +55,7 @@ class Stack:
 
     app: FastAPI
     kind: str
-    resources: Resources
+    resources: AppResources
     s3: S3Server | None
 
     def storage_client(self) -> httpx.AsyncClient:
@@ -96,7 +96,7 @@ async def stack(
             "max_image_pixels": 30_000_000,
         }
     )
-    resources = Resources(app_settings, db=committed_database, redis=redis)
+    resources = AppResources(app_settings, db=committed_database, redis=redis)
     app = create_app(app_settings, resources=resources)
     try:
         async with running_worker(resources):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from backend.composition import AppResources
 from backend.config import Settings
-from backend.core.resources import Resources
 from backend.main import create_app
 from tests.conftest import AppFactory, client_for
 from tests.servers import S3Server, free_port
@@ -23,7 +23,7 @@ async def test_health_reports_every_dependency(client: httpx.AsyncClient) -> Non
 
 async def test_health_is_503_when_redis_is_down(settings: Settings, database: object) -> None:
     down = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
-    app = create_app(down, resources=Resources(down, db=database))  # type: ignore[arg-type]
+    app = create_app(down, resources=AppResources(down, db=database))  # type: ignore[arg-type]
     async with client_for(app) as c:
         answer = await c.get("/health")
     assert answer.status_code == 503

@@ -18,9 +18,9 @@ import pytest
 from redis.asyncio import Redis
 
 import tests.tasks.kinds  # noqa: F401 - registers the test task kinds in this process
+from backend.composition import AppResources
 from backend.config import Settings
 from backend.core.db import Database, commit
-from backend.core.resources import Resources
 from backend.tasks import service
 from backend.tasks.models import Task, TaskStatus
 from tests.conftest import TEST_SECRET
@@ -42,8 +42,10 @@ def engine_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def resources(engine_settings: Settings, committed_database: Database, redis: Redis) -> Resources:
-    return Resources(engine_settings, db=committed_database, redis=redis)
+def resources(
+    engine_settings: Settings, committed_database: Database, redis: Redis
+) -> AppResources:
+    return AppResources(engine_settings, db=committed_database, redis=redis)
 
 
 @pytest.fixture
@@ -62,7 +64,7 @@ CreateTask = Callable[..., Awaitable[uuid.UUID]]
 
 
 @pytest.fixture
-def create_task(resources: Resources, user_id: uuid.UUID) -> CreateTask:
+def create_task(resources: AppResources, user_id: uuid.UUID) -> CreateTask:
     async def factory(kind: str, owner: uuid.UUID | None = None, **payload: Any) -> uuid.UUID:
         async with resources.db.sessionmaker() as session:
             task = await service.create_task(
@@ -79,7 +81,7 @@ def create_task(resources: Resources, user_id: uuid.UUID) -> CreateTask:
     return factory
 
 
-async def load(resources: Resources, task_id: uuid.UUID) -> Task:
+async def load(resources: AppResources, task_id: uuid.UUID) -> Task:
     async with resources.db.sessionmaker() as session:
         task = await session.get(Task, task_id)
         assert task is not None
@@ -87,7 +89,7 @@ async def load(resources: Resources, task_id: uuid.UUID) -> Task:
 
 
 async def wait_for(
-    resources: Resources,
+    resources: AppResources,
     task_id: uuid.UUID,
     predicate: Callable[[Task], bool],
     *,
@@ -106,7 +108,7 @@ async def wait_for(
 
 
 async def wait_status(
-    resources: Resources, task_id: uuid.UUID, *statuses: TaskStatus, timeout: float = 20.0
+    resources: AppResources, task_id: uuid.UUID, *statuses: TaskStatus, timeout: float = 20.0
 ) -> Task:
     return await wait_for(
         resources,

@@ -10,10 +10,10 @@ import uuid
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 
+from backend.composition import AppResources
 from backend.config import Settings
 from backend.core.db import Database, rollback
 from backend.core.redis import create_redis
-from backend.core.resources import Resources
 from backend.tasks import service
 from backend.tasks.events import CHANNEL
 from backend.tasks.models import Task, TaskStatus
@@ -30,7 +30,7 @@ from tests.tasks.conftest import (
 
 
 async def test_lifecycle_events_and_monotonic_progress(
-    resources: Resources, create_task: CreateTask, redis: Redis
+    resources: AppResources, create_task: CreateTask, redis: Redis
 ) -> None:
     pubsub = redis.pubsub()
     await pubsub.subscribe(CHANNEL)
@@ -68,7 +68,7 @@ async def test_lifecycle_events_and_monotonic_progress(
     assert len(set(progress)) >= 6
 
 
-async def test_retry_then_success(resources: Resources, create_task: CreateTask) -> None:
+async def test_retry_then_success(resources: AppResources, create_task: CreateTask) -> None:
     task_id = await create_task("test.flaky", succeed_on=2)
     async with running_worker(resources):
         task = await wait_status(resources, task_id, TaskStatus.succeeded, TaskStatus.failed)
@@ -79,7 +79,7 @@ async def test_retry_then_success(resources: Resources, create_task: CreateTask)
 
 
 async def test_retry_budget_exhausted_fails_and_worker_lives_on(
-    resources: Resources, create_task: CreateTask
+    resources: AppResources, create_task: CreateTask
 ) -> None:
     broken = await create_task("test.broken")
     async with running_worker(resources):
@@ -93,7 +93,7 @@ async def test_retry_budget_exhausted_fails_and_worker_lives_on(
 
 
 async def test_non_retryable_error_and_timeout(
-    resources: Resources, create_task: CreateTask
+    resources: AppResources, create_task: CreateTask
 ) -> None:
     invalid = await create_task("test.invalid")
     slow = await create_task("test.slow")
@@ -108,7 +108,7 @@ async def test_non_retryable_error_and_timeout(
 
 
 async def test_cancel_queued_never_starts(
-    resources: Resources, create_task: CreateTask, user_id: uuid.UUID
+    resources: AppResources, create_task: CreateTask, user_id: uuid.UUID
 ) -> None:
     task_id = await create_task("test.steps", steps=2)
     async with resources.db.sessionmaker() as session:
@@ -128,7 +128,7 @@ async def test_cancel_queued_never_starts(
 
 
 async def test_cancel_running_stops_at_next_checkpoint(
-    resources: Resources, create_task: CreateTask, user_id: uuid.UUID
+    resources: AppResources, create_task: CreateTask, user_id: uuid.UUID
 ) -> None:
     task_id = await create_task("test.steps", steps=200, delay=0.05)
     async with running_worker(resources):
@@ -143,7 +143,7 @@ async def test_cancel_running_stops_at_next_checkpoint(
 
 
 async def test_enqueue_waits_for_commit_and_rollback_drops_the_job(
-    resources: Resources, user_id: uuid.UUID
+    resources: AppResources, user_id: uuid.UUID
 ) -> None:
     async with resources.db.sessionmaker() as session:
         task = await service.create_task(
@@ -158,7 +158,7 @@ async def test_enqueue_waits_for_commit_and_rollback_drops_the_job(
         assert await session.scalar(select(func.count()).select_from(Task)) == 0
 
 
-async def test_double_enqueue_runs_once(resources: Resources, create_task: CreateTask) -> None:
+async def test_double_enqueue_runs_once(resources: AppResources, create_task: CreateTask) -> None:
     task_id = await create_task("test.steps", steps=2)
     # The sweeper, a retried request or a slow commit may enqueue again: saq dedupes by key.
     assert await resources.queue.enqueue(task_id, "test.steps") is False
@@ -177,7 +177,7 @@ async def test_double_enqueue_runs_once(resources: Resources, create_task: Creat
 
 
 async def test_sweeper_requeues_rows_whose_job_vanished(
-    resources: Resources, create_task: CreateTask, redis: Redis
+    resources: AppResources, create_task: CreateTask, redis: Redis
 ) -> None:
     task_id = await create_task("test.noop")
     await redis.flushdb()  # the job is gone, the row remains
@@ -201,7 +201,7 @@ async def test_sweeper_requeues_rows_whose_job_vanished(
 
 
 async def test_sweeper_fails_a_lost_running_task_without_attempts_left(
-    resources: Resources, create_task: CreateTask, redis: Redis
+    resources: AppResources, create_task: CreateTask, redis: Redis
 ) -> None:
     task_id = await create_task("test.noop")
     await redis.flushdb()
@@ -219,7 +219,7 @@ async def test_sweeper_fails_a_lost_running_task_without_attempts_left(
 
 
 async def test_kill_9_mid_task_is_recovered_by_another_worker(
-    resources: Resources, create_task: CreateTask, spawn_worker: SpawnWorker
+    resources: AppResources, create_task: CreateTask, spawn_worker: SpawnWorker
 ) -> None:
     first = spawn_worker()
     await first.wait_ready()
@@ -252,7 +252,7 @@ async def test_kill_9_mid_task_is_recovered_by_another_worker(
 
 
 async def test_sigterm_hands_back_the_running_task(
-    resources: Resources, create_task: CreateTask, spawn_worker: SpawnWorker
+    resources: AppResources, create_task: CreateTask, spawn_worker: SpawnWorker
 ) -> None:
     first = spawn_worker()
     await first.wait_ready()
@@ -286,7 +286,7 @@ async def test_redis_restart_loses_nothing(
     server = own_redis
     settings = engine_settings.model_copy(update={"redis_url": server.url})  # type: ignore[attr-defined]
     client = create_redis(settings.redis_url)
-    resources = Resources(settings, db=committed_database, redis=client)
+    resources = AppResources(settings, db=committed_database, redis=client)
     try:
         ids = []
         for _ in range(3):

@@ -11,8 +11,9 @@ from pydantic import BaseModel
 import tests.tasks.kinds  # noqa: F401 - registers the test task kinds
 from backend.auth.deps import CurrentUser
 from backend.core.db import SessionDep
-from backend.core.resources import QueueDep, RedisDep
+from backend.core.resources import RedisDep
 from backend.tasks import service
+from backend.tasks.deps import QueueDep
 from backend.tasks.idempotency import IdempotencyDep
 from backend.tasks.schemas import TaskOut
 from tests.auth.test_router import assert_problem
