@@ -19,11 +19,17 @@ from PIL import Image
 from PIL.ExifTags import GPSTAGS, TAGS
 from PIL.TiffImagePlugin import IFDRational
 
-from backend.images.validation import ValidationFailure, open_header, png_chunks, sniff_format
+from backend.images.validation import ValidationFailure
+from backend.imaging.header import (
+    first_value,
+    open_header,
+    orientation_of,
+    read_exif,
+    sniff_format,
+)
 
 EXIF_IFD = 0x8769
 GPS_IFD = 0x8825
-ORIENTATION_TAG = 0x0112
 
 _MAKER_NOTE = 0x927C
 _USER_COMMENT = 0x9286
@@ -58,6 +64,9 @@ class Metadata:
 def extract(data: bytes) -> Metadata:
     """Metadata of an image that has already passed validation.
 
+    Header and EXIF only (Pillow's lazy open, no pixel decode): the one read of image bytes
+    outside ``backend.imaging.decode``, and it shares that module's EXIF orientation reading.
+
     Raises ``ValidationFailure("upload.corrupt")`` only when not even the header is readable;
     problems inside EXIF never raise.
     """
@@ -84,51 +93,6 @@ def extract(data: bytes) -> Metadata:
         orientation=orientation,
         exif=summarize_exif(exif) if exif is not None else None,
     )
-
-
-def read_exif(data: bytes, fmt: str, im: Image.Image) -> Image.Exif | None:
-    """The parsed EXIF block, or None when there is none or it cannot be parsed at all."""
-    raw: bytes | None = None
-    if fmt == "png":
-        # Pillow's PNG getexif() decodes every pixel to look for eXIf after the image data;
-        # walking the chunk list finds it without decoding.
-        try:
-            for ctype, start, stop, _ in png_chunks(data):
-                if ctype == b"eXIf":
-                    raw = data[start:stop]
-                    break
-        except Exception:
-            raw = None
-    else:
-        value = im.info.get("exif")
-        raw = value if isinstance(value, bytes) else None
-    if not raw:
-        return None
-    exif = Image.Exif()
-    try:
-        exif.load(raw)
-    except Exception:
-        return None
-    return exif if len(exif) else None
-
-
-def orientation_of(exif: Image.Exif | None) -> int:
-    """EXIF orientation 1-8; anything missing or out of range means upright (1)."""
-    if exif is None:
-        return 1
-    try:
-        value = _first(exif.get(ORIENTATION_TAG))
-        orientation = int(value) if value is not None else 1
-    except Exception:
-        return 1
-    return orientation if 1 <= orientation <= 8 else 1
-
-
-def _first(value: Any) -> Any:
-    # Single values sometimes arrive as one-element tuples, depending on the writer.
-    if isinstance(value, tuple | list):
-        return value[0] if value else None
-    return value
 
 
 def _get_ifd(exif: Image.Exif, tag: int) -> dict[int, Any]:
@@ -190,7 +154,7 @@ def _text(value: Any) -> str | None:
 
 
 def _number(value: Any) -> float | None:
-    value = _first(value)
+    value = first_value(value)
     if isinstance(value, IFDRational):
         if value.denominator == 0:
             return None

@@ -66,7 +66,9 @@ async def _render_and_store(ctx: TaskContext, blob: Blob) -> dict[str, str]:
         ) from None
     await ctx.progress(30, "rendering")
     try:
-        rendered = await run_pixels(render_thumbnails, original, SIZES)
+        rendered = await run_pixels(
+            render_thumbnails, original, SIZES, max_pixels=ctx.resources.settings.max_image_pixels
+        )
     except ValueError as exc:
         raise TaskError(str(exc), code="thumbnails.undecodable", retry=False) from None
     await ctx.progress(70, "storing")

@@ -1,50 +1,26 @@
 """Thumbnails: decode once at a reduced scale, orient, shrink, encode without metadata.
 
-Pure: bytes in, encoded thumbnails out. JPEG goes through OpenCV's reduced decode (libjpeg
-scales during the IDCT, which measured faster than Pillow's ``draft`` and pyvips here); the
-other formats are decoded by Pillow, whose mode handling covers palettes, alpha and 16 bits.
+Pure: bytes in, encoded thumbnails out. Decoding goes through ``backend.imaging.decode``
+(header check first, shrink-on-load, bounded memory for PNG and GIF).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import cv2
 import numpy as np
-import numpy.typing as npt
-from PIL import Image
 
-from backend.images.metadata import orientation_of, read_exif
-from backend.images.validation import open_header, sniff_format
+from backend.imaging.decode import DEFAULT_MAX_PIXELS, Pixels, decode_probed, fit_size, probe
 
 SIZES: dict[str, int] = {"small": 200, "medium": 800}
 
-Pixels = npt.NDArray[np.uint8]
-
 _FORMATS = {"jpeg": ".jpg", "webp": ".webp"}
-_REDUCED_JPEG_FLAGS = (
-    (8, cv2.IMREAD_REDUCED_COLOR_8),
-    (4, cv2.IMREAD_REDUCED_COLOR_4),
-    (2, cv2.IMREAD_REDUCED_COLOR_2),
-)
 
 
 def thumbnail_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     """Size that fits ``long_side`` on the longer edge, keeping the aspect; never larger."""
-    if width <= 0 or height <= 0 or long_side <= 0:
-        raise ValueError("width, height and long_side must be positive")
-    longest = max(width, height)
-    if longest <= long_side:
-        return width, height
-
-    def scaled(side: int) -> int:
-        # Integer round-half-up, so a 3:2 photo gives the same short side on every platform.
-        return max(1, (2 * side * long_side + longest) // (2 * longest))
-
-    if width >= height:
-        return long_side, scaled(height)
-    return scaled(width), long_side
+    return fit_size(width, height, long_side)
 
 
 def render_thumbnails(
@@ -53,6 +29,7 @@ def render_thumbnails(
     *,
     fmt: str = "jpeg",
     quality: int = 85,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict[str, bytes]:
     """Encoded thumbnails keyed like ``sizes``. Raises ValueError on undecodable data."""
     if fmt not in _FORMATS:
@@ -62,7 +39,7 @@ def render_thumbnails(
     if not sizes or any(side <= 0 for side in sizes.values()):
         raise ValueError("sizes must be positive long-side lengths")
 
-    pixels, (width, height) = decode_oriented(data, max(sizes.values()))
+    pixels, (width, height) = decode_oriented(data, max(sizes.values()), max_pixels=max_pixels)
 
     rendered: dict[str, bytes] = {}
     current = pixels
@@ -77,103 +54,14 @@ def render_thumbnails(
     return {name: rendered[name] for name in sizes}
 
 
-def decode_oriented(data: bytes, largest: int) -> tuple[Pixels, tuple[int, int]]:
-    """BGR pixels, upright, at least ``largest`` on the long side when the image is that big;
-    and the full displayed size, which thumbnail sizes are computed from."""
-    fmt = sniff_format(data)
-    if fmt is None:
-        raise ValueError("not a JPEG, PNG, WebP or GIF image")
-    try:
-        im = open_header(data, fmt)
-    except Exception as exc:
-        raise ValueError(f"unreadable image header: {exc}") from None
-    with im:
-        width, height = im.size
-        orientation = orientation_of(read_exif(data, fmt, im))
-        if fmt == "jpeg":
-            pixels = _decode_jpeg(data, width, height, largest)
-        else:
-            try:
-                im.load()
-                pixels = _to_bgr(im, largest)
-            except Exception as exc:
-                raise ValueError(f"undecodable image: {exc}") from None
-    if orientation >= 5:
-        width, height = height, width
-    return _orient(pixels, orientation), (width, height)
-
-
-def _decode_jpeg(data: bytes, width: int, height: int, largest: int) -> Pixels:
-    flags = cv2.IMREAD_COLOR
-    for denominator, reduced in _REDUCED_JPEG_FLAGS:
-        # libjpeg rounds reduced sizes up; requiring the exact quotient keeps every target
-        # dimension within the decoded image, so resizing only ever shrinks.
-        if max(width, height) >= largest * denominator:
-            flags = reduced
-            break
-    # Orientation is applied by us from the same EXIF reading that metadata reports, so the
-    # thumbnail and the stored width/height can never disagree.
-    flags |= cv2.IMREAD_IGNORE_ORIENTATION
-    try:
-        decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
-    except cv2.error as exc:
-        raise ValueError(f"undecodable JPEG: {exc}") from None
-    if decoded is None:
-        raise ValueError("undecodable JPEG")
-    return np.ascontiguousarray(decoded, dtype=np.uint8)
-
-
-def _to_bgr(im: Image.Image, largest: int) -> Pixels:
-    """8-bit BGR from any Pillow mode, shrunk by a whole factor first when much too large.
-
-    The work stays in Pillow's C code until the image is small: a 50 MP RGBA PNG would need
-    several full-size numpy temporaries otherwise.
-    """
-    mode = im.mode
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        # High bit depth grayscale: keep the top 8 bits rather than clipping at 255.
-        wide: npt.NDArray[Any] = np.asarray(im)
-        top = wide if mode == "F" else wide >> 8
-        im = Image.fromarray(np.clip(top, 0, 255).astype(np.uint8), "L")
-        mode = "L"
-
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):
-        rgba = im if mode == "RGBA" else im.convert("RGBA")
-        rgb = Image.new("RGB", rgba.size, (255, 255, 255))
-        rgb.paste(rgba, mask=rgba.getchannel("A"))
-    elif mode != "RGB":
-        rgb = im.convert("RGB")
-    else:
-        rgb = im
-
-    factor = max(rgb.size) // largest
-    if factor >= 2:
-        # A box reduce by a whole factor is what INTER_AREA does too; the exact size comes
-        # later, and the quotient rule keeps the result at least ``largest`` on its long side.
-        rgb = rgb.reduce(factor)
-    pixels = np.asarray(rgb, dtype=np.uint8)
-    return np.ascontiguousarray(cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), dtype=np.uint8)
-
-
-def _orient(pixels: Pixels, orientation: int) -> Pixels:
-    """Turn stored pixels into displayed pixels per the EXIF orientation tag."""
-    if orientation == 2:
-        out = cv2.flip(pixels, 1)
-    elif orientation == 3:
-        out = cv2.rotate(pixels, cv2.ROTATE_180)
-    elif orientation == 4:
-        out = cv2.flip(pixels, 0)
-    elif orientation == 5:
-        out = cv2.transpose(pixels)
-    elif orientation == 6:
-        out = cv2.rotate(pixels, cv2.ROTATE_90_CLOCKWISE)
-    elif orientation == 7:
-        out = cv2.rotate(cv2.transpose(pixels), cv2.ROTATE_180)
-    elif orientation == 8:
-        out = cv2.rotate(pixels, cv2.ROTATE_90_COUNTERCLOCKWISE)
-    else:
-        return pixels
-    return np.ascontiguousarray(out, dtype=np.uint8)
+def decode_oriented(
+    data: bytes, largest: int, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[Pixels, tuple[int, int]]:
+    """BGR pixels, upright, ``largest`` on the long side (or the whole image when smaller);
+    and the full displayed size, which every thumbnail size is computed from."""
+    header = probe(data, max_pixels=max_pixels)
+    pixels = decode_probed(data, header, max_side=largest)
+    return pixels, (header.width, header.height)
 
 
 def _encode(pixels: Pixels, fmt: str, quality: int) -> bytes:

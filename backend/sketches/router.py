@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import PurePosixPath
 
 from fastapi import APIRouter, Request, Response, status
 
@@ -124,7 +125,8 @@ async def result(
         content_type=sketch.content_type or "application/octet-stream",
         expires_in=resources.settings.download_url_ttl_seconds,
         missing=AppError("The sketch result is missing.", code="sketch.not_ready", status=404),
-        filename=f"sketch-{sketch.style}-{sketch.method}.{sketch.params.get('format', 'png')}",
+        # The stored key carries the format the task actually wrote.
+        filename=f"sketch-{sketch.style}-{sketch.method}{PurePosixPath(sketch.result_key).suffix}",
     )
 
 

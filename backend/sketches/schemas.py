@@ -37,7 +37,8 @@ class ParamsIn(BaseModel):
 
     intensity: float = Field(default=0.5, ge=0.0, le=1.0)
     max_side: int = Field(default=2048, ge=256, le=8192)
-    format: Literal["png", "jpeg", "webp"] = "png"
+    # Left out: PNG for gray styles, JPEG for colour ones (resolved when the sketch is made).
+    format: Literal["png", "jpeg", "webp"] | None = None
 
 
 class CreateIn(BaseModel):

@@ -15,6 +15,7 @@ from backend.images import service as images
 from backend.images.models import ImageStatus
 from backend.sketches.models import Sketch
 from backend.sketches.schemas import CreateIn, SketchOut, SketchStatus
+from backend.sketches.styles import default_format
 from backend.storage.base import Storage
 from backend.tasks import service as tasks
 from backend.tasks.models import Task, TaskStatus
@@ -48,13 +49,16 @@ async def create_sketch(
             code="sketch.image_failed",
             status=409,
         )
+    params = body.params.model_dump()
+    # Stored resolved, so the record says what the result is and the task never guesses.
+    params["format"] = params["format"] or default_format(body.style)
     sketch = Sketch(
         id=uuid.uuid4(),
         user_id=user_id,
         image_id=image.id,
         style=body.style,
         method=body.method,
-        params=body.params.model_dump(),
+        params=params,
     )
     session.add(sketch)
     await session.flush()

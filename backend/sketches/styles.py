@@ -3,12 +3,17 @@
 Pure: arrays in, arrays out, plus ``load``/``encode``/``sketch_bytes`` for bytes at the edges.
 
 Speed comes from working at two scales. Everything smooth (tone, colour fields, washes, paper
-and stroke textures) is computed on a reduced copy of about 0.75 MP and upsampled once; the
+and stroke textures) is computed on a reduced copy of about 0.2-0.3 MP and upsampled once; the
 line layer that makes a drawing look sharp is computed at full resolution from the full-size
 gray image, against a local mean that also comes from the reduced copy. Sizes of blurs, strokes
 and grain are given in pixels of that reduced copy, so a 12 MP photo and its 1 MP thumbnail
 come out looking the same. ``cv2.stylization`` and ``cv2.pencilSketch`` are not used: on a
 12 MP image they take seconds, where these styles take tens of milliseconds.
+
+Each method is its own interpretation of the style (basic: plainest and softest; advanced:
+firmer tone and deeper colour; artistic: strokes, texture and line work), not a small variation:
+``tests/sketches/test_quality.py`` keeps them apart, keeps white white and keeps flat areas of
+the washes and chalk free of added texture, on real photographs.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from backend.images.thumbnails import decode_oriented, thumbnail_size
+from backend.imaging.decode import DEFAULT_MAX_PIXELS, decode
 
 Pixels = npt.NDArray[np.uint8]
 Floats = npt.NDArray[np.float32]
@@ -58,26 +63,43 @@ STYLES: dict[str, StyleInfo] = {
         StyleInfo("ink", "Ink", "Crisp black lines and fills on white.", True),
         StyleInfo("pastel", "Pastel", "Light, soft colours with a chalky texture.", False),
         StyleInfo("oil", "Oil", "Painterly brush strokes and thick colour.", False),
-        StyleInfo("acrylic", "Acrylic", "Flat, bold colour regions with defined edges.", False),
+        StyleInfo(
+            "acrylic",
+            "Acrylic",
+            "Opaque colour in simplified shapes, brush and knife marks.",
+            False,
+        ),
     )
 }
 
 METHODS: dict[str, MethodInfo] = {
     m.id: m
     for m in (
-        MethodInfo("basic", "Basic", "Fastest: a clean rendering of the style."),
-        MethodInfo("advanced", "Advanced", "Edge-preserving smoothing first, for cleaner tone."),
-        MethodInfo("artistic", "Artistic", "Adds strokes, texture and detail."),
+        MethodInfo("basic", "Basic", "The plainest, softest rendering of the style."),
+        MethodInfo("advanced", "Advanced", "A bolder, finished take: firmer tone, deeper colour."),
+        MethodInfo("artistic", "Artistic", "Visible strokes, texture and line work."),
     )
 }
 
 FORMATS = ("png", "jpeg", "webp")
 
 _EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
-# The reduced copy aims at this many pixels: ~1000×750, where a bilateral pass costs ~5 ms.
-_WORK_PIXELS = 750_000
-# Reduced-copy diagonal-ish size (sqrt of 1000×750) at which the style constants were tuned.
-_REFERENCE_SIDE = math.sqrt(_WORK_PIXELS)
+# The reduced working copy aims at this many pixels (~650×460) and is at least half the input
+# on each side: the smooth layers never need more, and their cost stays a small multiple of a
+# plain dodge sketch at any input size, 512² thumbnails included.
+_WORK_PIXELS = 300_000
+# Washes and blended chalk have no detail a smaller copy would lose. The gray styles' single
+# channel is cheap at small sizes, where their grain and strokes need every pixel: factor 1.
+_STYLE_WORK: dict[str, tuple[int, int]] = {
+    "watercolor": (180_000, 2),
+    "pastel": (180_000, 2),
+    "pencil": (300_000, 1),
+    "charcoal": (300_000, 1),
+    "ink": (300_000, 1),
+}
+_MIN_FACTOR = 2
+# Side of the reduced copy (sqrt of ~1000×750) at which the style constants were tuned.
+_REFERENCE_SIDE = math.sqrt(750_000)
 
 
 class UnknownStyle(ValueError):
@@ -96,7 +118,8 @@ class UnknownMethod(ValueError):
 class SketchParams:
     intensity: float = 0.5
     max_side: int = 2048
-    format: str = "png"
+    # None: the style's own default (see ``default_format``).
+    format: str | None = None
 
     def __post_init__(self) -> None:
         value = self.intensity
@@ -114,28 +137,38 @@ class SketchParams:
             or not (256 <= int(side) <= 8192)
         ):
             raise ValueError(f"max_side must be a whole number from 256 to 8192, not {side!r}")
-        if self.format not in FORMATS:
+        if self.format is not None and self.format not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {self.format!r}")
+
+
+def default_format(style: str) -> str:
+    """PNG for the gray styles (lossless lines, small files), JPEG for the colour ones.
+
+    A 2048-pixel colour PNG costs ~4× a JPEG at quality 90 to encode and is ~4× larger, for
+    painted textures where the JPEG is indistinguishable.
+    """
+    info = STYLES.get(style)
+    return "png" if info is None or info.grayscale else "jpeg"
+
+
+def output_format(style: str, params: SketchParams) -> str:
+    """The format a sketch is encoded in: the requested one, else the style's default."""
+    return params.format or default_format(style)
 
 
 # --- bytes in, bytes out ---------------------------------------------------------------------
 
 
-def load(data: bytes, *, max_side: int) -> Pixels:
+def load(data: bytes, *, max_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Pixels:
     """Upright BGR pixels no longer than ``max_side`` on the long side; never upscaled.
 
-    JPEGs are decoded at a reduced scale when they are at least twice too large; alpha is
-    composited on white, palettes and 16-bit images become 8-bit BGR. Raises ValueError on
-    data that is not a decodable JPEG, PNG, WebP or GIF image.
+    Decoded through ``backend.imaging.decode``: reduced on load where the format allows, alpha
+    composited on white, palettes and 16-bit images as 8-bit BGR. Raises ValueError on data
+    that is not a decodable JPEG, PNG, WebP or GIF image.
     """
     if max_side < 1:
         raise ValueError("max_side must be positive")
-    pixels, _ = decode_oriented(data, max_side)
-    height, width = pixels.shape[:2]
-    target = thumbnail_size(width, height, max_side)
-    if target != (width, height):
-        pixels = np.asarray(cv2.resize(pixels, target, interpolation=cv2.INTER_AREA), np.uint8)
-    return pixels
+    return decode(data, max_side=max_side, max_pixels=max_pixels)
 
 
 def encode(image: Pixels, fmt: str, *, quality: int = 90) -> bytes:
@@ -166,7 +199,7 @@ def sketch_bytes(
     _check_names(style, method)
     drawn = render(load(data, max_side=params.max_side), style, method, params)
     height, width = drawn.shape[:2]
-    return encode(drawn, params.format), width, height
+    return encode(drawn, output_format(style, params)), width, height
 
 
 # --- rendering -------------------------------------------------------------------------------
@@ -234,7 +267,8 @@ class _Canvas:
     def __init__(self, bgr: Pixels, style: str, method: str, *, colour: bool) -> None:
         self.bgr = bgr
         self.height, self.width = bgr.shape[:2]
-        factor = max(1, round(math.sqrt(self.height * self.width / _WORK_PIXELS)))
+        work, least = _STYLE_WORK.get(style, (_WORK_PIXELS, _MIN_FACTOR))
+        factor = max(least, round(math.sqrt(self.height * self.width / work)))
         # Each reduced side keeps at least one pixel, whatever the aspect ratio.
         self.factor = min(factor, self.height, self.width)
         self.colour = colour
@@ -329,8 +363,12 @@ def _quantile(image: Pixels, fraction: float) -> int:
 @lru_cache(maxsize=64)
 def _stretch(low: int, high: int) -> Pixels:
     """LUT spreading ``low``..``high`` over the full range (auto levels)."""
+    # A narrow range is widened upwards first: a flat white picture must stay white, not be
+    # stretched from "everything at the low end" to black.
+    span = max(high - low, 64)
+    low = min(low, 255 - span)
     x = np.arange(256, dtype=np.float64)
-    lut = _u8((x - low) * 255.0 / max(high - low, 32))
+    lut = _u8((x - low) * 255.0 / span)
     lut.setflags(write=False)
     return lut
 
@@ -341,13 +379,12 @@ def _lines(canvas: _Canvas, sigma: float, gamma: float, floor: float = 0.0) -> P
     The local mean is blurred on the reduced copy and upsampled, which is both the expensive
     part made cheap and what keeps line width proportional to the picture.
     """
-    mean = canvas.up(np.asarray(_blur(canvas.small_gray, canvas.px(sigma)), np.uint8))
-    # The offset keeps pure black areas white (0/0) and calms noise in deep shadows.
-    lines = cv2.divide(
-        cv2.convertScaleAbs(canvas.gray, alpha=1.0, beta=12.0),
-        cv2.convertScaleAbs(mean, alpha=1.0, beta=12.0),
-        scale=255,
-    )
+    # The offset keeps pure black areas white (0/0) and calms noise in deep shadows; the
+    # mean's is added before upsampling, one full-size pass fewer.
+    mean = _blur(canvas.small_gray, canvas.px(sigma))
+    mean = canvas.up(np.asarray(cv2.convertScaleAbs(mean, alpha=1.0, beta=12.0), np.uint8))
+    gray = np.asarray(cv2.convertScaleAbs(canvas.gray, alpha=1.0, beta=12.0), np.uint8)
+    lines = cv2.divide(gray, mean, scale=255)
     return np.asarray(cv2.LUT(lines, _curve(round(gamma, 3), round(floor, 3))), np.uint8)
 
 
@@ -356,7 +393,8 @@ def _structure(gray_small: Pixels, sigma: float) -> Floats:
     gx = cv2.Sobel(gray_small, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(gray_small, cv2.CV_32F, 0, 1, ksize=3)
     magnitude = _blur(np.asarray(cv2.magnitude(gx, gy), np.float32), sigma)
-    scale = float(np.percentile(magnitude, 97)) if magnitude.size > 1 else 0.0
+    # Every 3rd row is a fair sample for the 97th percentile, at a third of the sort.
+    scale = float(np.percentile(magnitude[::3], 97)) if magnitude.size > 1 else 0.0
     if scale <= 1e-3:
         return np.zeros_like(magnitude)
     return np.asarray(np.clip(magnitude / scale, 0.0, 1.0), np.float32)
@@ -477,20 +515,40 @@ def _saturate(bgr: Pixels, gain: float, contrast: float = 1.0) -> Pixels:
     return np.asarray(cv2.cvtColor(merged, cv2.COLOR_HSV2BGR), np.uint8)
 
 
-def _palette_quantise(bgr: Pixels, colours: int) -> Pixels:
-    """Flat colour regions: a small k-means palette in Lab, applied through a 32³ lookup.
+@lru_cache(maxsize=1)
+def _lab_bins() -> Floats:
+    """Lab of the centre of each of the 16³ BGR bins the palette lookup table is indexed by."""
+    grid = (np.arange(16, dtype=np.float32) * 16 + 8).astype(np.uint8)
+    b, g, r = np.meshgrid(grid, grid, grid, indexing="ij")
+    bins = np.stack([b, g, r], axis=-1).reshape(-1, 1, 3)
+    lab = np.asarray(cv2.cvtColor(bins, cv2.COLOR_BGR2Lab).reshape(-1, 3), np.float32)
+    lab.setflags(write=False)
+    return lab
 
-    The palette is learnt on a fixed grid of samples (no random start, so it is
-    deterministic); every pixel then costs one table lookup instead of k distances.
+
+def _nearest(points: Floats, centres: Floats) -> npt.NDArray[np.intp]:
+    """Index of the nearest centre per point: |p|² is the same for every centre, so the
+    argmin of |c|² - 2 p·c needs one matrix product and no N×k×3 difference array."""
+    scores = points @ (-2.0 * centres.T) + (centres * centres).sum(axis=1)[None, :]
+    return np.asarray(scores.argmin(axis=1))
+
+
+def _palette(bgr: Pixels, colours: int) -> tuple[Pixels, Pixels]:
+    """A small k-means palette in Lab, learnt on a fixed grid of ~2000 samples.
+
+    Deterministic: centres start at luminance quantiles, not at random. Returns the palette
+    colour of every pixel (through a 16³ lookup table, so a pixel costs one table read) and
+    the palette itself as BGR.
     """
     h, w = bgr.shape[:2]
-    step = max(1, int(math.sqrt(h * w / 6000)))
-    lab = cv2.cvtColor(bgr[::step, ::step], cv2.COLOR_BGR2Lab).reshape(-1, 3)
-    samples = np.asarray(lab, np.float32)
-    k = max(1, min(colours, len(np.unique(samples, axis=0))))
+    step = max(1, int(math.sqrt(h * w / 2000)))
+    samples = np.asarray(
+        cv2.cvtColor(bgr[::step, ::step], cv2.COLOR_BGR2Lab).reshape(-1, 3), np.float32
+    )
+    k = max(1, min(colours, len(samples)))
     order = np.argsort(samples[:, 0], kind="stable")
     centres = samples[order[np.linspace(0, len(order) - 1, k).astype(int)]].copy()
-    for _ in range(10):
+    for _ in range(6):
         labels = _nearest(samples, centres)
         counts = np.bincount(labels, minlength=k).astype(np.float32)
         for channel in range(3):
@@ -499,26 +557,22 @@ def _palette_quantise(bgr: Pixels, colours: int) -> Pixels:
             centres[:, channel] = np.where(
                 counts > 0, sums / np.maximum(counts, 1), centres[:, channel]
             )
-    grid = (np.arange(32, dtype=np.float32) * 8 + 4).astype(np.uint8)
-    b, g, r = np.meshgrid(grid, grid, grid, indexing="ij")
-    bins = np.stack([b, g, r], axis=-1).reshape(-1, 1, 3)
-    bins_lab = cv2.cvtColor(bins, cv2.COLOR_BGR2Lab).reshape(-1, 3).astype(np.float32)
-    lut = _nearest(bins_lab, centres)
+    lut = np.asarray(_nearest(_lab_bins(), centres), np.uint8)
     centres_bgr = cv2.cvtColor(_u8(centres).reshape(-1, 1, 3), cv2.COLOR_Lab2BGR).reshape(-1, 3)
-    index = (
-        (bgr[:, :, 0].astype(np.int32) >> 3) << 10
-        | (bgr[:, :, 1].astype(np.int32) >> 3) << 5
-        | (bgr[:, :, 2].astype(np.int32) >> 3)
+    # The index is built in uint16 on a half-size copy: region colours are blended and
+    # median-filtered afterwards, so a linear upsample of the lookup is indistinguishable.
+    half = np.asarray(
+        cv2.resize(bgr, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA), np.uint8
     )
-    return np.asarray(centres_bgr[lut[index]], np.uint8)
+    four = half >> np.uint8(4)
+    index = (four[:, :, 0].astype(np.uint16) << 8) | (four[:, :, 1].astype(np.uint16) << 4)
+    index |= four[:, :, 2]
+    regions = np.ascontiguousarray(centres_bgr[lut[index]], np.uint8)
+    full = cv2.resize(regions, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(full, np.uint8), np.asarray(centres_bgr, np.uint8)
 
 
-def _nearest(points: Floats, centres: Floats) -> npt.NDArray[np.intp]:
-    distances = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
-    return np.asarray(distances.argmin(axis=1))
-
-
-def _orientation_bins(gray_small: Pixels, sigma: float) -> npt.NDArray[np.intp]:
+def _orientation_bins(gray_small: Pixels, sigma: float) -> Pixels:
     """Per pixel, which of four directions (0°, 45°, 90°, 135°) runs along the structure."""
     g = gray_small.astype(np.float32)
     gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
@@ -530,10 +584,13 @@ def _orientation_bins(gray_small: Pixels, sigma: float) -> npt.NDArray[np.intp]:
     jxy = np.asarray(cv2.blur(gx * gy, size), np.float32)
     # The structure tensor's gradient angle is atan2(b, a) / 2; strokes run perpendicular to
     # it. With four bins only the quadrant of (a, b) matters, so no arctangent is needed.
+    # In uint8 and bool arithmetic: a quarter of the memory traffic of int64 np.where.
     a, b = jxx - jyy, 2.0 * jxy
-    along = np.where(a >= 0, 2, 0)
-    across = np.where(b > 0, 3, 1)
-    return np.asarray(np.where(np.abs(a) >= np.abs(b), along, across), np.intp)
+    along = np.abs(a) >= np.abs(b)
+    # Along: 2 where a >= 0, else 0; across: 3 where b > 0, else 1.
+    bins = np.where(along, (a >= 0).view(np.uint8) * np.uint8(2), np.uint8(1)).astype(np.uint8)
+    bins += (~along).view(np.uint8) * (b > 0).view(np.uint8) * np.uint8(2)
+    return bins
 
 
 def _line_kernel(angle: float, length: float) -> Floats:
@@ -545,23 +602,24 @@ def _line_kernel(angle: float, length: float) -> Floats:
     return np.asarray(kernel / kernel.sum(), np.float32)
 
 
-def _brush(image: Pixels, bins: npt.NDArray[np.intp], length: float) -> Pixels:
+def _brush(image: Pixels, bins: Pixels, length: float) -> Pixels:
     """Smear ``image`` along the local direction: short strokes that follow the shapes."""
     # OpenCV switches to a DFT above ~11×11 kernels, several times slower here; two passes of
     # a shorter line give the same reach with a softer, more brush-like profile.
     passes = 1 if length <= 9 else 2
     kernel_length = length / passes
-    out = image
+    out = image.copy()
     for i in range(4):
-        mask = bins == i
-        if not mask.any():
+        mask = (bins == i).view(np.uint8)
+        if not cv2.countNonZero(mask):
             continue
         smeared = image
         for _ in range(passes):
             kernel = _line_kernel(i * math.pi / 4, kernel_length)
             smeared = np.asarray(cv2.filter2D(smeared, -1, kernel), np.uint8)
-        out = np.where(mask[..., None], smeared, out)
-    return np.asarray(out, np.uint8)
+        # A masked copy in place: no full-size temporary per direction.
+        cv2.copyTo(smeared, mask, out)
+    return out
 
 
 def _emboss(height: Floats, strength: float) -> Floats:
@@ -574,16 +632,41 @@ def _emboss(height: Floats, strength: float) -> Floats:
 # --- the styles ------------------------------------------------------------------------------
 
 
+def _oriented_strokes(
+    c: _Canvas,
+    shape: tuple[int, int],
+    bins: Pixels,
+    what: str,
+    length: float,
+    width: float,
+) -> Floats:
+    """Stroke texture whose strokes run along the local structure (one tile per direction)."""
+    # _strokes measures angles counter-clockwise with y up; the bins run clockwise, y down.
+    fields = [_strokes(c, shape, f"{what}-{i}", -45.0 * i, length, width) for i in range(4)]
+    out = np.where(bins == 0, fields[0], np.where(bins == 1, fields[1], fields[2]))
+    return np.asarray(np.where(bins == 3, fields[3], out), np.float32)
+
+
+def _darkness(gray: Pixels, canvas: _Canvas, sigma: float) -> Floats:
+    """1 - blurred gray / 255, clamped to 0..1 before anyone raises it to a power.
+
+    A float32 blur of pure white can come out a hair above 255; unclamped, ``1 - x`` is then
+    a tiny negative number whose fractional power is NaN, and NaN casts to black.
+    """
+    blurred = np.asarray(_blur(gray.astype(np.float32), canvas.px(sigma)), np.float32)
+    return np.asarray(np.clip(1.0 - blurred / 255.0, 0.0, 1.0), np.float32)
+
+
 def _pencil(c: _Canvas, method: str, t: float) -> Pixels:
     g = c.small_gray if method == "basic" else _smooth(c.small_gray, c, passes=2)
     lines = _lines(c, sigma=1.6, gamma=1.5 + 3.0 * t, floor=0.12)
     if method == "advanced":
         lines = _gate(c, lines, _structure(g, c.px(1.5)))
     shape = g.shape[:2]
-    dark = 1.0 - np.asarray(_blur(g.astype(np.float32), c.px(1.0)), np.float32) / 255.0
+    dark = _darkness(g, c, 1.0)
     paper = 1.0 - 0.03 * np.clip(_grain(c, shape, "paper", 1.2), -2, 2)
     if method == "basic":
-        shade = dark * (0.12 + 0.3 * t)
+        shade = dark * (0.08 + 0.28 * t)
     elif method == "advanced":
         # Shading laid with the side of the lead: soft parallel strokes, darker where darker.
         side = _strokes(c, shape, "side", 50.0, 14.0, 0.7)
@@ -601,27 +684,39 @@ def _pencil(c: _Canvas, method: str, t: float) -> Pixels:
 
 def _charcoal(c: _Canvas, method: str, t: float) -> Pixels:
     g = c.small_gray
-    if method != "basic":
-        g = _smooth(g, c, passes=2, sigma_color=35.0)
-    if method == "advanced":
-        clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(6, 6))
-        g = np.asarray(clahe.apply(g), np.uint8)
     shape = g.shape[:2]
-    smudged = np.asarray(_blur(g.astype(np.float32), c.px(2.0)), np.float32)
-    # Highlights go back to bare paper; the rest is covered more, and more densely, with t.
-    dark = np.clip((0.88 - smudged / 255.0) / 0.8, 0, 1)
-    cover = dark ** (1.15 - 0.5 * t) * (0.8 + 0.25 * t)
-    grain = _grain(c, shape, "grain", 1.3)
-    if method == "artistic":
-        smear = _strokes(c, shape, "smear", 25.0, 34.0, 1.4)
-        grain = 0.45 * grain + 0.8 * smear
-        kernel = _line_kernel(math.radians(-25.0), c.px(10.0))
-        cover = np.asarray(cv2.filter2D(cover, -1, kernel), np.float32)
-    # Charcoal catches on the paper's ridges and skips its pits: the grain is strongest in the
-    # half-tones, while full blacks and bare paper stay clean.
-    cover = np.clip(cover + (0.06 + 1.3 * cover * (1.0 - cover)) * 0.45 * grain, 0, 1)
+    if method == "basic":
+        # Vine charcoal rubbed in with a finger: soft tone, soft edges, a faint soft grain.
+        dark = _darkness(g, c, 3.0)
+        cover = np.clip((dark - 0.06) / 0.85, 0, 1) ** (1.2 - 0.4 * t) * (0.72 + 0.2 * t)
+        grain = _grain(c, shape, "grain", 3.0)
+        amount = 0.12
+        lines = _lines(c, sigma=3.0, gamma=1.2 + 1.5 * t, floor=0.4)
+    elif method == "advanced":
+        # Compressed charcoal: deep velvety blacks and crisp contrast.
+        g = _smooth(g, c, passes=2, sigma_color=35.0)
+        g = np.asarray(cv2.createCLAHE(clipLimit=2.0, tileGridSize=(6, 6)).apply(g), np.uint8)
+        dark = _darkness(g, c, 1.2)
+        cover = np.clip((dark - 0.12) / 0.7, 0, 1) ** (0.8 - 0.3 * t) * (0.92 + 0.08 * t)
+        grain = _grain(c, shape, "grain", 1.4)
+        amount = 0.2
+        lines = _lines(c, sigma=2.6, gamma=2.0 + 2.5 * t, floor=0.05)
+    else:
+        # Strokes: the tone dragged along the forms with the side of the stick, then smudged.
+        g = _smooth(g, c, passes=2, sigma_color=35.0)
+        bins = _orientation_bins(g, c.px(4.0))
+        g = _brush(g, bins, c.px(18.0))
+        dark = _darkness(g, c, 1.0)
+        cover = np.clip((dark - 0.08) / 0.8, 0, 1) ** (1.0 - 0.4 * t) * (0.85 + 0.15 * t)
+        # The hatching of the stick's side keeps one direction, as a hand does.
+        strokes = _strokes(c, shape, "smear", 25.0, 34.0, 1.6)
+        grain = 0.3 * _grain(c, shape, "grain", 1.6) + 0.8 * strokes
+        amount = 0.45
+        lines = _lines(c, sigma=2.0, gamma=1.0 + 1.5 * t, floor=0.45)
+    # Charcoal catches on the paper's ridges: the grain shows in the half-tones, while full
+    # blacks and bare paper stay clean.
+    cover = np.clip(cover + (0.03 + 1.3 * cover * (1.0 - cover)) * amount * grain, 0, 1)
     tone = 250.0 - 228.0 * cover
-    lines = _lines(c, sigma=2.6, gamma=1.8 + 2.2 * t, floor=0.08)
     return _mono(c, tone, lines)
 
 
@@ -646,7 +741,7 @@ def _ink(c: _Canvas, method: str, t: float) -> Pixels:
     if method == "advanced":
         return ink
     period = max(6, round(c.px(12.0) * c.factor))
-    for angle, start in ((45, 130.0), (-45, 75.0)):
+    for angle, start in ((45, 175.0), (-45, 110.0)):
         screen = _hatch_screen(period, angle, c.height, c.width)
         # Line-screen hatching: a hatch line's width grows with the darkness under it, so the
         # hatching stays crisp black and white at any size.
@@ -683,60 +778,109 @@ def _hatch_screen(period: int, angle: int, height: int, width: int) -> Pixels:
     return np.ascontiguousarray(np.tile(tile, reps)[:height, :width])
 
 
+_PAPER = np.array([246.0, 250.0, 253.0], np.float32)  # a warm white (BGR)
+
+
+def _glazes(bgr: Pixels, levels: int) -> Pixels:
+    """Tone built up in a few transparent layers: luminance pulled towards ``levels`` steps."""
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32) + 1.0
+    steps = np.round(gray / 256.0 * levels) / levels * 256.0
+    # Keep half of the gradation inside each step, so a face is not cut into bands.
+    target = steps + (gray - steps) * 0.55
+    return _u8(bgr.astype(np.float32) * np.clip(target / gray, 0.0, 4.0)[..., None])
+
+
+@lru_cache(maxsize=4)
+def _mesh(shape: tuple[int, int]) -> tuple[Floats, Floats]:
+    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    xs.setflags(write=False)
+    ys.setflags(write=False)
+    return xs, ys
+
+
 def _watercolor(c: _Canvas, method: str, t: float) -> Pixels:
     base = c.small
+    shape = base.shape[:2]
+    lines: Pixels | None = None
     if method == "basic":
-        wash = _blur(np.asarray(cv2.medianBlur(base, 5), np.uint8), c.px(2.0))
-    else:
+        # Wet in wet: one pale, soft wash, the colours running into each other.
+        wash = _blur(np.asarray(cv2.medianBlur(base, 5), np.uint8), c.px(2.5))
+        strength, rim_gain = 0.5 + 0.25 * t, 0.3
+        lines = _lines(c, sigma=1.6, gamma=0.7, floor=0.72)
+    elif method == "advanced":
+        # Glazes: the tones laid in a few transparent layers, each drying with a darker rim.
         wash = np.asarray(cv2.medianBlur(_smooth(base, c, passes=3, sigma_color=40.0), 5))
-    shape = wash.shape[:2]
-    if method == "artistic":
-        # Bleeding: pigment drifts along a smooth random field, so washes creep past edges.
-        dx = _grain(c, shape, "bleed-x", 5.0) * c.px(2.5)
-        dy = _grain(c, shape, "bleed-y", 5.0) * c.px(2.5)
-        ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+        wash = _glazes(_saturate(wash, 1.3), 5)
+        strength, rim_gain = 0.85 + 0.15 * t, 0.18
+    else:
+        # Line and wash: pen lines over a loose wash that bleeds past them.
+        wash = _blur(_smooth(base, c, passes=2, sigma_color=40.0), c.px(1.5))
+        dx = _grain(c, shape, "bleed-x", 5.0) * c.px(1.6)
+        dy = _grain(c, shape, "bleed-y", 5.0) * c.px(1.6)
+        xs, ys = _mesh(shape)
         wash = np.asarray(
             cv2.remap(wash, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT),
             np.uint8,
         )
-    pigment = (255.0 - wash.astype(np.float32)) * (0.35 + 0.5 * t)
+        wash = _saturate(wash, 1.35)
+        strength, rim_gain = 0.7 + 0.2 * t, 0.45
+        ink = _lines(c, sigma=1.4, gamma=1.0)
+        pen = _step(round(215.0 + 15.0 * t, 1), 24.0).astype(np.float32) * 0.85 + 38.0
+        lines = np.asarray(cv2.LUT(ink, pen.astype(np.uint8)), np.uint8)
+        # Only where the smoothed picture has edges: no pen specks in flat shadows.
+        wash_edges = np.asarray(cv2.cvtColor(wash, cv2.COLOR_BGR2GRAY), np.uint8)
+        lines = _gate(c, lines, _structure(wash_edges, c.px(1.0)))
+    absorb = (255.0 - wash.astype(np.float32)) / 255.0
     # Edge darkening: water carries pigment to the rim of each wash as it dries.
     wash_gray = cv2.cvtColor(wash, cv2.COLOR_BGR2GRAY).astype(np.float32)
     rim = np.abs(wash_gray - np.asarray(_blur(wash_gray, c.px(2.5)), np.float32))
-    rim_gain = {"basic": 0.4, "advanced": 0.8, "artistic": 1.1}[method]
     modulation = 1.0 + np.clip(rim / 14.0, 0, 1) * rim_gain
-    # Uneven pigment: large soft blotches, plus the fine tooth of cold-pressed paper.
-    blotch = _grain(c, shape, "blotch", 9.0)
-    paper = _grain(c, shape, "paper", 1.2)
-    texture = 0.12 if method == "basic" else 0.2
-    modulation *= np.clip(1.0 + texture * blotch + 0.6 * texture * paper, 0.4, 1.6)
-    pigment *= modulation[..., None]
-    paint = _u8(252.0 - pigment)
-    lines = _lines(c, sigma=1.6, gamma=0.6, floor=0.7) if method == "artistic" else None
+    # Pigment settles unevenly: large soft blooms, no fine speckle (that reads as dirt).
+    modulation *= 1.0 + 0.05 * np.clip(_grain(c, shape, "bloom", 14.0), -2.5, 2.5)
+    if method == "artistic":
+        # Highlights are left as bare paper, as a painter saves the white.
+        dark = (255.0 - wash_gray) / 255.0
+        modulation *= np.clip((dark - 0.12) / 0.2, 0, 1)
+    absorb *= (strength * modulation)[..., None]
+    paint = _u8(_PAPER * (1.0 - np.clip(absorb, 0, 1)))
     return _colour(c, paint, lines)
 
 
 def _pastel(c: _Canvas, method: str, t: float) -> Pixels:
     base = c.small
+    shape = base.shape[:2]
+    # Chalk skips the paper's tooth only where the picture has structure; flat areas are
+    # blended smooth with a finger, so they stay clean instead of mottled.
+    detail = _structure(c.small_gray, c.px(2.0))
+    tooth = np.clip(_grain(c, shape, "tooth", 1.0), 0, 3)
+    lines: Pixels | None
     if method == "basic":
-        soft = np.asarray(_blur(base, c.px(1.5)), np.uint8)
+        # Soft pastel, blended: light tints with softened edges.
+        chalk = _saturate(_blur(np.asarray(cv2.medianBlur(base, 5)), c.px(2.0)), 1.25)
+        tint, gaps = 0.5 - 0.2 * t, 0.45 * tooth * detail
+        lines = _lines(c, sigma=1.8, gamma=0.8, floor=0.7)
+    elif method == "advanced":
+        # Oil pastel: saturated, waxy, opaque colour with firm dark contours.
+        smooth = np.asarray(
+            cv2.medianBlur(_smooth(base, c, passes=3, sigma_color=35.0), 5), np.uint8
+        )
+        chalk = _saturate(smooth, 1.45 + 0.3 * t, 1.2)
+        tint, gaps = 0.0, 0.25 * tooth * detail
+        lines = _lines(c, sigma=1.6, gamma=1.6 + 1.5 * t, floor=0.2)
     else:
-        soft = _smooth(base, c, passes=2, sigma_color=30.0)
-    soft = _saturate(soft, 1.25)
-    shape = soft.shape[:2]
-    pigment = (255.0 - soft.astype(np.float32)) * (0.3 + 0.5 * t)
-    tooth = _grain(c, shape, "tooth", 1.0)
-    if method == "artistic":
-        # Chalk strokes: pressure varies along parallel strokes laid in one direction, and
-        # the paper's tooth breaks them up.
-        stroke = _strokes(c, shape, "chalk", 60.0, 30.0, 1.2)
-        cover = np.clip(0.84 + 0.2 * stroke + 0.08 * tooth, 0.4, 1.0)
-    else:
-        cover = np.clip(0.86 + 0.16 * tooth, 0.5, 1.0)
-    pigment *= cover[..., None]
-    paper = np.array([226.0, 237.0, 245.0], np.float32)  # warm off-white pastel paper (BGR)
-    paint = _u8(paper - pigment * (paper / 255.0))
-    lines = _lines(c, sigma=1.8, gamma=0.8, floor=0.6)
+        # Chalk strokes laid along the forms, the paper showing between them.
+        smooth = _smooth(base, c, passes=2, sigma_color=30.0)
+        bins = _orientation_bins(c.small_gray, c.px(4.0))
+        chalk = _saturate(_brush(smooth, bins, c.px(9.0)), 1.3 + 0.3 * t)
+        strokes = np.clip(_oriented_strokes(c, shape, bins, "chalk", 26.0, 1.0), 0, 3)
+        tint = 0.18 - 0.08 * t
+        gaps = (0.35 * strokes + 0.25 * tooth) * np.clip(1.5 * detail, 0, 1)
+        lines = _lines(c, sigma=1.8, gamma=0.9, floor=0.6)
+    chalk_f = chalk.astype(np.float32) * (1.0 - tint) + 255.0 * tint
+    # Where the chalk skips, the (lighter) paper shows: the texture lightens, never greys.
+    paper = np.array([232.0, 241.0, 248.0], np.float32)
+    show = np.clip(gaps, 0, 0.9)[..., None]
+    paint = _u8(chalk_f + (np.maximum(paper, chalk_f) - chalk_f) * show)
     return _colour(c, paint, lines)
 
 
@@ -777,45 +921,86 @@ def _kuwahara(image: Pixels, radius: float) -> Pixels:
     return out
 
 
+@lru_cache(maxsize=16)
+def _glaze_lut(t: float) -> Pixels:
+    """A warm old-master glaze: mid-tones and shadows deepen, blue most; white stays white."""
+    x = np.arange(256, dtype=np.float64) / 255.0
+    gammas = (2.6 + 0.3 * t, 2.0 + 0.2 * t, 1.5 + 0.1 * t)  # B, G, R
+    lut = np.stack([_u8(255.0 * x**gamma) for gamma in gammas], axis=-1).reshape(256, 1, 3)
+    lut = np.ascontiguousarray(lut)
+    lut.setflags(write=False)
+    return lut
+
+
+def _lit(c: _Canvas, paint: Pixels, shading: Floats) -> Pixels:
+    """Relief lighting on the paint. It fades out on near-white (a white background is bare
+    primed canvas and must stay white) and thins on smooth areas such as skin, where a
+    painter blends rather than leaves ridges."""
+    light = cv2.cvtColor(paint, cv2.COLOR_BGR2GRAY)
+    detail = _structure(np.asarray(light, np.uint8), c.px(3.0))
+    depth = np.clip((250.0 - light.astype(np.float32)) / 60.0, 0.1, 1.0) * (0.55 + 0.45 * detail)
+    return _u8(paint.astype(np.float32) * (1.0 + (shading - 1.0) * depth)[..., None])
+
+
 def _oil(c: _Canvas, method: str, t: float) -> Pixels:
     base = c.small
-    if method == "basic":
-        paint = _kuwahara(base, c.px(5.0))
-    else:
-        paint = _kuwahara(_smooth(base, c, passes=2, sigma_color=35.0), c.px(6.0))
-    paint = _saturate(paint, 1.0 + 0.6 * t, 1.1)
-    shape = paint.shape[:2]
     bins = _orientation_bins(c.small_gray, c.px(4.0))
-    if method == "artistic":
-        paint = _brush(paint, bins, c.px(12.0))
-    # Impasto: a height field of short strokes that follow the shapes, lit from the upper left.
-    length = 8.0 if method == "basic" else 12.0
-    fields = [_strokes(c, shape, f"impasto-{i}", i * 45.0, length, 1.0) for i in range(4)]
-    height = np.where(bins == 0, fields[0], np.where(bins == 1, fields[1], fields[2]))
-    height = np.asarray(np.where(bins == 3, fields[3], height), np.float32)
-    relief = {"basic": 0.18, "advanced": 0.25, "artistic": 0.4}[method]
+    if method == "basic":
+        # Alla prima: flat, brushy patches of the picture's own colours.
+        paint = _saturate(_kuwahara(base, c.px(5.0)), 0.85 + 0.3 * t, 0.92)
+        length, relief = 8.0, 0.18
+    elif method == "advanced":
+        # Chiaroscuro: smoothed, glazed warm, with deep shadows and light kept in highlights.
+        paint = _kuwahara(_smooth(base, c, passes=2, sigma_color=35.0), c.px(6.0))
+        paint = _saturate(paint, 0.8 + 0.6 * t, 1.05)
+        paint = np.asarray(cv2.LUT(paint, _glaze_lut(t)), np.uint8)
+        length, relief = 12.0, 0.22
+    else:
+        # Impasto: thick strokes dragged along the forms, strong colour and strong relief.
+        paint = _kuwahara(_smooth(base, c, passes=2, sigma_color=35.0), c.px(6.0))
+        paint = _saturate(_brush(paint, bins, c.px(16.0)), 1.6 + 0.6 * t, 1.3)
+        length, relief = 14.0, 0.45
+    shape = paint.shape[:2]
+    # A height field of short strokes that follow the shapes, lit from the upper left.
+    height = _oriented_strokes(c, shape, bins, "impasto", length, 1.0)
     shading = np.clip(_emboss(height, relief), 0.8, 1.2)
     if method == "artistic":
         shading *= 1.0 + 0.03 * _grain(c, shape, "weave", 1.0)
-    return _colour(c, _u8(paint.astype(np.float32) * shading[..., None]), None)
+    return _colour(c, _lit(c, paint, shading), None)
 
 
 def _acrylic(c: _Canvas, method: str, t: float) -> Pixels:
-    base = c.small if method == "basic" else _smooth(c.small, c, passes=3, sigma_color=45.0)
-    colours = {"basic": 8, "advanced": 10, "artistic": 12}[method]
-    regions = _palette_quantise(np.asarray(cv2.medianBlur(base, 5), np.uint8), colours)
-    flat: Pixels = np.asarray(cv2.medianBlur(regions, 5), np.uint8)
-    # Boosted after quantising, so the palette (and the regions) do not move with intensity.
-    flat = _saturate(flat, 1.15 + 0.7 * t, 1.1)
-    if method == "artistic":
-        # Dry brush: bristle marks across the flat colour, straight and in one direction.
-        bristles = _strokes(c, flat.shape[:2], "bristles", 15.0, 24.0, 0.6)
-        flat = _u8(flat.astype(np.float32) * (1.0 + 0.07 * bristles)[..., None])
-    lines = _lines(c, sigma=1.5, gamma=1.0)
+    base = np.asarray(cv2.medianBlur(_smooth(c.small, c, passes=2, sigma_color=40.0), 5), np.uint8)
+    shape = base.shape[:2]
+    regions, _ = _palette(base, 12)
+    if method == "basic":
+        # Matte, opaque colour: shapes pulled towards a palette, shading kept inside them.
+        flat = cv2.addWeighted(base, 0.45, regions, 0.55, 0.0)
+        paint = _saturate(np.asarray(cv2.medianBlur(flat, 5)), 1.2 + 0.5 * t)
+        # Mixed with white, as matte acrylic often is: a lighter, softer key.
+        paint = np.asarray(cv2.addWeighted(paint, 0.75, paint, 0.0, 64.0), np.uint8)
+        lines = _lines(c, sigma=1.5, gamma=1.0)
+        lift = (_step(215.0, 18.0).astype(np.float32) * 0.6 + 102.0).astype(np.uint8)
+    elif method == "advanced":
+        # Hard edge: bold mixed colours in crisp shapes, strong dark contours.
+        flat = cv2.addWeighted(base, 0.35, regions, 0.65, 0.0)
+        flat = _kuwahara(np.asarray(flat, np.uint8), c.px(3.0))
+        paint = _saturate(flat, 1.6 + 0.4 * t, 1.4)
+        lines = _lines(c, sigma=1.5, gamma=1.0)
+        lift = (_step(222.0, 14.0).astype(np.float32) * 0.85 + 38.0).astype(np.uint8)
+    else:
+        # Palette knife: the paint dragged along the forms, bristle marks and ridges.
+        bins = _orientation_bins(c.small_gray, c.px(4.0))
+        flat = cv2.addWeighted(base, 0.5, regions, 0.5, 0.0)
+        paint = _saturate(_brush(np.asarray(flat, np.uint8), bins, c.px(14.0)), 0.9 + 0.3 * t, 0.9)
+        bristles = _oriented_strokes(c, shape, bins, "bristles", 20.0, 0.6)
+        shading = np.clip(_emboss(bristles, 0.45), 0.8, 1.2) * (1.0 + 0.05 * bristles)
+        paint = _lit(c, paint, shading)
+        lines = _lines(c, sigma=1.5, gamma=1.0)
+        lift = (_step(205.0, 24.0).astype(np.float32) * 0.5 + 128.0).astype(np.uint8)
     # Outlines as an inked edge, not a soft shadow: thresholded, then kept a little gray.
-    lift = (_step(215.0, 18.0).astype(np.float32) * 0.75 + 64.0).astype(np.uint8)
     outline = np.asarray(cv2.LUT(lines, lift), np.uint8)
-    return _colour(c, flat, outline)
+    return _colour(c, paint, outline)
 
 
 _RENDERERS: dict[str, Callable[[_Canvas, str, float], Pixels]] = {

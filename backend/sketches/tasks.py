@@ -17,7 +17,7 @@ from backend.images.models import Blob, Image
 from backend.images.originals import OriginalChanged, read_original
 from backend.sketches.models import Sketch
 from backend.sketches.service import CONTENT_TYPES, result_key
-from backend.sketches.styles import SketchParams, encode, load, render
+from backend.sketches.styles import SketchParams, encode, load, output_format, render
 from backend.storage.base import ObjectNotFound
 from backend.tasks.registry import TaskCanceled, TaskContext, TaskError, task
 
@@ -38,6 +38,7 @@ async def make_sketch(ctx: TaskContext) -> dict[str, Any]:
         # Deleted while queued: nothing to make.
         raise TaskCanceled()
     params = SketchParams(**sketch.params)
+    fmt = output_format(sketch.style, params)
     await ctx.progress(5, "reading the original")
     try:
         original = await read_original(resources.storage, blob)
@@ -60,11 +61,11 @@ async def make_sketch(ctx: TaskContext) -> dict[str, Any]:
     await ctx.progress(40, f"drawing in {sketch.style}")
     drawn = await run_pixels(render, pixels, sketch.style, sketch.method, params)
     await ctx.progress(75, "encoding")
-    data = await run_pixels(encode, drawn, params.format)
+    data = await run_pixels(encode, drawn, fmt)
     elapsed_ms = round((time.perf_counter() - started) * 1000)
     await ctx.progress(90, "storing")
-    key = result_key(sketch, params.format)
-    content_type = CONTENT_TYPES[params.format]
+    key = result_key(sketch, fmt)
+    content_type = CONTENT_TYPES[fmt]
     await resources.storage.put(key, data, content_type=content_type)
     height, width = drawn.shape[:2]
     async with resources.db.sessionmaker() as session:

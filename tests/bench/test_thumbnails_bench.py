@@ -125,7 +125,7 @@ class Measurement:
 
 def pyvips_available() -> bool:
     try:
-        import pyvips  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+        import pyvips  # noqa: F401
     except (ImportError, OSError):
         # OSError: the Python binding is there but libvips itself is not.
         return False

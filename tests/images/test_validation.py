@@ -210,7 +210,14 @@ def test_inspect_accepts_every_good_sample(name: str) -> None:
     info = check(data, mime)
     with Image.open(io.BytesIO(data)) as im:
         assert (info.width, info.height) == im.size
-    assert info == ImageInfo(format=fmt, mime=mime, width=info.width, height=info.height, frames=1)
+    assert info == ImageInfo(
+        format=fmt,
+        mime=mime,
+        width=info.width,
+        height=info.height,
+        frames=1,
+        has_alpha=name == "png_rgba",
+    )
 
 
 def test_inspect_reports_stored_size_before_orientation() -> None:
@@ -525,3 +532,159 @@ def test_inspect_checks_decode_before_trailing_data() -> None:
 def test_failures_serialise_for_the_api() -> None:
     failure = ValidationFailure("upload.corrupt", "The image is damaged.")
     assert json.loads(json.dumps({"code": failure.code, "detail": failure.message}))
+
+
+# --- lies a decoder's warnings would let through (issue 12) ----------------------------------
+
+
+def real_jpeg(size: tuple[int, int] = (640, 480)) -> bytes:
+    """The real photograph at ``size``: entropy data with real detail in every block."""
+    from tests.photos import PHOTO
+
+    photo = Image.open(PHOTO)
+    return samples.jpeg(image=photo.convert("RGB").resize(size), quality=90)
+
+
+def test_first_tenth_of_a_real_photo_plus_an_end_marker_is_corrupt() -> None:
+    from tests.photos import photo_jpeg
+
+    data = photo_jpeg(12.0)
+    assert check(data).format == "jpeg"
+    assert refused(data[: len(data) // 10] + b"\xff\xd9") == "upload.corrupt"
+
+
+def test_frame_header_larger_than_its_body_is_corrupt() -> None:
+    data = bytearray(real_jpeg((640, 480)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = (7000).to_bytes(2, "big") + (7000).to_bytes(2, "big")
+    # 49 MP is within the pixel budget: only reading the body finds the lie.
+    assert refused(bytes(data)) == "upload.corrupt"
+
+
+def test_a_restart_marker_in_the_wrong_place_is_corrupt() -> None:
+    data = bytearray(real_jpeg((640, 480)))
+    sos = data.index(b"\xff\xda")
+    middle = sos + (len(data) - sos) // 2
+    data[middle : middle + 2] = b"\xff\xd3"  # libjpeg only warns about this
+    assert refused(bytes(data)) == "upload.corrupt"
+
+
+def test_png_with_a_bad_row_checksum_is_corrupt() -> None:
+    from backend.imaging.header import png_chunks
+
+    data = bytearray(samples.png(image=Image.fromarray(samples.photo_like(300, 200))))
+    idat = next(start for ctype, start, _, _ in png_chunks(bytes(data)) if ctype == b"IDAT")
+    data[idat + 40] ^= 0x55
+    assert refused(bytes(data), "image/png") == "upload.corrupt"
+
+
+def _mpo_with_payload() -> tuple[bytes, bytes]:
+    payload = b"\xff\xd8" + b"\xff\xfe\x00\x21<html><script>x()</script></html>" + b"\xff\xd9"
+    return samples.mpo(), payload
+
+
+def test_mpf_does_not_cover_an_appended_jpeg_shaped_payload() -> None:
+    mpo, payload = _mpo_with_payload()
+    assert check(mpo).format == "jpeg"
+    assert refused(mpo + payload) == "upload.trailing_data"
+
+
+def _mp_entry_offset(data: bytes) -> tuple[int, int, str]:
+    """(offset in the file of the second MP entry, MP header position, byte order)."""
+    app2 = data.index(b"MPF\x00")
+    base = app2 + 4
+    order = "<" if data[base : base + 2] == b"II" else ">"
+    import struct
+
+    (ifd,) = struct.unpack_from(order + "I", data, base + 4)
+    (count,) = struct.unpack_from(order + "H", data, base + ifd)
+    for index in range(count):
+        tag, _typ, _n, value = struct.unpack_from(order + "HHII", data, base + ifd + 2 + 12 * index)
+        if tag == 0xB002:
+            return base + value + 16, base, order
+    raise AssertionError("no MP entry list")
+
+
+def test_mpf_entry_pointing_at_a_payload_is_corrupt() -> None:
+    import struct
+
+    mpo, payload = _mpo_with_payload()
+    entry, base, order = _mp_entry_offset(mpo)
+    _attr, size, offset = struct.unpack_from(order + "III", mpo, entry)
+    first_end = base + offset  # the second image starts where the first one ends
+    # The index now claims the payload is the second image, placed where that image was.
+    forged = bytearray(mpo[:first_end] + payload)
+    struct.pack_into(order + "II", forged, entry + 4, len(payload), offset)
+    assert refused(bytes(forged)) == "upload.corrupt"
+
+
+def test_mpf_entry_with_a_wrong_size_is_corrupt() -> None:
+    import struct
+
+    mpo, _ = _mpo_with_payload()
+    entry, _base, order = _mp_entry_offset(mpo)
+    (size,) = struct.unpack_from(order + "I", mpo, entry + 4)
+    forged = bytearray(mpo + b"\x00" * 64)
+    struct.pack_into(order + "I", forged, entry + 4, size + 64)
+    assert refused(bytes(forged)) == "upload.corrupt"
+
+
+def test_mpf_secondary_image_is_read_in_full() -> None:
+    """Same length, sound structure, but the second image's scan is damaged: only decoding
+    that image finds it."""
+    left = samples.photo_like(256, 192)
+    buffer = io.BytesIO()
+    Image.fromarray(left).save(
+        buffer, "MPO", save_all=True, append_images=[Image.fromarray(left[::-1].copy())]
+    )
+    mpo = buffer.getvalue()
+    assert check(mpo).format == "jpeg"
+    second = mpo.rindex(b"\xff\xd8\xff")
+    sos = mpo.index(b"\xff\xda", second)
+    middle = sos + (len(mpo) - sos) // 2
+    broken = mpo[:middle] + b"\xff\xd3" + mpo[middle + 2 :]
+    assert refused(broken) == "upload.corrupt"
+
+
+_MEMORY_CHILD = textwrap.dedent(
+    """
+    from pathlib import Path
+
+    import cv2
+    import numpy as np
+
+    from backend.images.validation import inspect
+
+    def kb(field):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+
+    rgba = np.zeros((7000, 7000, 4), np.uint8)
+    rgba[10:20, 10:20] = 255
+    data = cv2.imencode(".png", rgba, [cv2.IMWRITE_PNG_COMPRESSION, 9])[1].tobytes()
+    del rgba
+    small = cv2.imencode(".png", np.zeros((64, 64, 4), np.uint8))[1].tobytes()
+    inspect(small, declared_type="image/png", max_bytes=10**8, max_pixels=50_000_000)
+    Path("/proc/self/clear_refs").write_text("5")
+    before = kb("VmRSS")
+    info = inspect(data, declared_type="image/png", max_bytes=10**8, max_pixels=50_000_000)
+    print(info.width, info.height, (kb("VmHWM") - before) // 1024)
+    """
+)
+
+
+def test_whole_file_check_of_a_49_megapixel_png_needs_no_full_size_decode() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _MEMORY_CHILD],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    width, height, peak_mb = (int(v) for v in result.stdout.split())
+    assert (width, height) == (7000, 7000)
+    # The decoded image alone would be 196 MB.
+    assert peak_mb < 64, f"peak +{peak_mb} MB"

@@ -128,6 +128,15 @@ async def test_create_is_idempotent_and_failed_images_refused(alice: SignedIn) -
     assert created["task"]["kind"] == "sketch"
     assert created["task"]["sketch_id"] == created["sketch"]["id"]
     assert len((await alice.client.get("/api/sketch/")).json()["items"]) == 1
+    # Without a format, the stored params say the style's default: JPEG for colour, PNG for gray.
+    for style, fmt in (("watercolor", "jpeg"), ("ink", "png")):
+        made = await alice.client.post(
+            "/api/sketch/create",
+            json={"image_id": image["id"], "style": style},
+            headers=alice.csrf,
+        )
+        assert made.status_code == 202, made.text
+        assert made.json()["sketch"]["params"]["format"] == fmt
 
     bad = await alice.client.post(
         "/api/images",

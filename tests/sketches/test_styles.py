@@ -29,8 +29,10 @@ from backend.sketches.styles import (
     SketchParams,
     UnknownMethod,
     UnknownStyle,
+    default_format,
     encode,
     load,
+    output_format,
     render,
     sketch_bytes,
 )
@@ -107,7 +109,19 @@ def test_catalogue_names_and_order() -> None:
 
 
 def test_params_defaults_and_bounds() -> None:
-    assert SketchParams() == SketchParams(intensity=0.5, max_side=2048, format="png")
+    assert SketchParams() == SketchParams(intensity=0.5, max_side=2048, format=None)
+    # Left out, the format follows the style: lossless PNG for gray, JPEG for colour.
+    assert [output_format(s, SketchParams()) for s in STYLES] == [
+        "png",
+        "png",
+        "jpeg",
+        "png",
+        "jpeg",
+        "jpeg",
+        "jpeg",
+    ]
+    assert output_format("oil", SketchParams(format="png")) == "png"
+    assert default_format("pencil") == "png"
     for ok in (
         SketchParams(intensity=0),
         SketchParams(intensity=1.0),
@@ -115,7 +129,7 @@ def test_params_defaults_and_bounds() -> None:
         SketchParams(max_side=8192),
         SketchParams(format="webp"),
     ):
-        assert ok.format in FORMATS
+        assert ok.format in (*FORMATS, None)
 
 
 @pytest.mark.parametrize(

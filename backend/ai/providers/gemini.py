@@ -13,7 +13,6 @@ drops EXIF and GPS metadata before the bytes go to a third party.
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +20,6 @@ from typing import Any
 import httpx2
 from google import genai
 from google.genai import errors, types
-from PIL import Image, ImageOps
 
 from backend.ai.providers.base import (
     BAD_IMAGE,
@@ -35,9 +33,9 @@ from backend.ai.providers.base import (
     ProviderSettings,
 )
 from backend.core.pixels import run_pixels
-from backend.images.thumbnails import thumbnail_size
-from backend.images.validation import open_header, sniff_format
-from backend.sketches.styles import encode, load
+from backend.images.validation import sniff_format
+from backend.imaging.decode import DEFAULT_MAX_PIXELS, decode
+from backend.sketches.styles import encode
 
 CAPTION_PROMPT = (
     "Write alt text for this image: one concise sentence, at most 30 words, saying what it "
@@ -200,15 +198,11 @@ def prepare_image(data: bytes, max_side: int) -> tuple[bytes, str]:
     JPEG unless the image has pixels that are not fully opaque, then PNG. Metadata is dropped.
     Raises ValueError on data that is not a decodable JPEG, PNG, WebP or GIF image.
     """
-    fmt = sniff_format(data)
-    if fmt is None:
-        raise ValueError("not a JPEG, PNG, WebP or GIF image")
-    if fmt != "jpeg":
-        with open_header(data, fmt) as im:
-            if _has_transparency(im):
-                return _transparent_png(im, max_side), "image/png"
-    pixels = load(data, max_side=max_side)
-    return encode(pixels, "jpeg", quality=_JPEG_QUALITY), "image/jpeg"
+    pixels = decode(data, max_side=max_side, max_pixels=DEFAULT_MAX_PIXELS, alpha=True)
+    # A PNG saved with an alpha channel that is opaque everywhere is sent as a smaller JPEG.
+    if pixels.shape[2] == 4 and int(pixels[:, :, 3].min()) < 255:
+        return encode(pixels, "png"), "image/png"
+    return encode(pixels[:, :, :3], "jpeg", quality=_JPEG_QUALITY), "image/jpeg"
 
 
 def _prepared(data: bytes, max_side: int) -> tuple[bytes, str]:
@@ -216,28 +210,6 @@ def _prepared(data: bytes, max_side: int) -> tuple[bytes, str]:
         return prepare_image(data, max_side)
     except (ValueError, OSError) as exc:
         raise ProviderError(f"The image cannot be read: {exc}", code=BAD_IMAGE) from exc
-
-
-def _has_transparency(im: Image.Image) -> bool:
-    if im.mode not in ("RGBA", "LA", "PA", "La", "RGBa") and not (
-        im.mode == "P" and "transparency" in im.info
-    ):
-        return False
-    lowest, _ = im.convert("RGBA").getchannel("A").getextrema()
-    # A PNG saved with an alpha channel that is opaque everywhere is sent as a smaller JPEG.
-    return isinstance(lowest, int | float) and lowest < 255
-
-
-def _transparent_png(im: Image.Image, max_side: int) -> bytes:
-    upright = ImageOps.exif_transpose(im.convert("RGBA"))
-    target = thumbnail_size(upright.width, upright.height, max_side)
-    if target != upright.size:
-        upright = upright.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    # Pillow writes some of ``info`` (ICC, text chunks) back out; the JPEG path sends none.
-    upright.info.clear()
-    out = io.BytesIO()
-    upright.save(out, "PNG")
-    return out.getvalue()
 
 
 # --- answers in ------------------------------------------------------------------------------

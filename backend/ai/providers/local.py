@@ -35,7 +35,7 @@ import structlog
 
 from backend.ai.providers.base import BAD_IMAGE, UNSUPPORTED_EDIT, Caption, ProviderError
 from backend.core.pixels import run_pixels
-from backend.images.thumbnails import decode_oriented, thumbnail_size
+from backend.imaging.decode import DEFAULT_MAX_PIXELS, decode_probed, fit_size, probe
 from backend.sketches.styles import STYLES, encode, load, render
 
 log = structlog.get_logger(__name__)
@@ -160,12 +160,11 @@ def _unreadable(exc: Exception) -> ProviderError:
 def analyse(data: bytes, cascade: HaarCascade | None) -> ImageFacts:
     """Measure an encoded image; ai.bad_image when it cannot be decoded."""
     try:
-        pixels, (width, height) = decode_oriented(data, _ANALYSIS_SIDE)
+        header = probe(data, max_pixels=DEFAULT_MAX_PIXELS)
+        pixels = decode_probed(data, header, max_side=_ANALYSIS_SIDE)
     except ValueError as exc:
         raise _unreadable(exc) from exc
-    target = thumbnail_size(pixels.shape[1], pixels.shape[0], _ANALYSIS_SIDE)
-    if target != (pixels.shape[1], pixels.shape[0]):
-        pixels = np.asarray(cv2.resize(pixels, target, interpolation=cv2.INTER_AREA), np.uint8)
+    width, height = header.width, header.height
     gray = np.asarray(cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY), np.uint8)
 
     colours, lightness, distinct = _colours(pixels)
@@ -251,7 +250,7 @@ def _colours(pixels: Pixels) -> tuple[tuple[tuple[str, float], ...], float, int]
     """(name, share) of every palette colour present, largest first; the mean CIELAB lightness
     (0..1), which unlike luma calls pure red and blue mid-tones rather than dark; and how many
     distinct colours there are at five bits per channel."""
-    size = thumbnail_size(pixels.shape[1], pixels.shape[0], _COLOUR_SIDE)
+    size = fit_size(pixels.shape[1], pixels.shape[0], _COLOUR_SIDE)
     small = np.asarray(cv2.resize(pixels, size, interpolation=cv2.INTER_AREA), np.uint8)
     rgb = small[..., ::-1].reshape(-1, 3).astype(np.float32) / 255.0
     lab = _lab(rgb)
