@@ -44,20 +44,7 @@ class AppResources(Resources):
         )
 
     def _build_providers(self) -> dict[str, Provider]:
-        settings = self.settings
-        return build_providers(
-            ProviderSettings(
-                gemini_api_key=(
-                    settings.gemini_api_key.get_secret_value() if settings.gemini_api_key else None
-                ),
-                gemini_base_url=settings.gemini_base_url,
-                caption_model=settings.gemini_caption_model,
-                edit_model=settings.gemini_edit_model,
-                timeout_seconds=settings.gemini_timeout_seconds,
-                max_retries=settings.gemini_max_retries,
-                image_max_side=settings.ai_image_max_side,
-            )
-        )
+        return build_providers(ProviderSettings.from_settings(self.settings))
 
     # Direct handles for the process that owns the wiring (and its tests); features use the
     # accessors of their own package (``backend.tasks.deps.task_queue`` …) on plain Resources.

@@ -2,8 +2,9 @@
 
 Every value comes from the environment (prefix ``ATELIER_``); the handful of names that hosting
 platforms and tooling set without a prefix (``DATABASE_URL``, ``REDIS_URL``, ``STORAGE_URL``,
-``GEMINI_API_KEY``, ``PORT``) are accepted as they are. Defaults are the embedded ones used by
-``make run``: SQLite, an in-process Redis, a local storage folder.
+``GEMINI_API_KEY``, ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``PORT``) are accepted as they
+are. Defaults are the embedded ones used by ``make run``: SQLite, an in-process Redis, a
+local storage folder.
 """
 
 from __future__ import annotations
@@ -93,6 +94,14 @@ class Settings(BaseSettings):
     gemini_edit_model: str = "gemini-2.5-flash-image"
     gemini_timeout_seconds: float = Field(default=60.0, gt=0)
     gemini_max_retries: int = Field(default=2, ge=0, le=10)
+    # OpenAI is used when OPENAI_API_KEY is set: captions by a vision model, edits by gpt-image-1.
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias=_env("OPENAI_API_KEY"))
+    openai_base_url: str | None = Field(default=None, validation_alias=_env("OPENAI_BASE_URL"))
+    openai_caption_model: str = "gpt-4o-mini"
+    openai_edit_model: str = "gpt-image-1"
+    # Image edits take tens of seconds; the SDK's own default would be ten minutes.
+    openai_timeout_seconds: float = Field(default=120.0, gt=0)
+    openai_max_retries: int = Field(default=2, ge=0, le=10)
     # Images are downscaled to this long side before they are sent to a provider.
     ai_image_max_side: int = Field(default=1536, ge=256, le=8192)
     ai_cache_ttl_seconds: int = Field(default=3600, ge=1)
@@ -119,7 +128,7 @@ class Settings(BaseSettings):
     task_modules: Annotated[list[str], NoDecode] = []
     worker_concurrency: int = Field(default=4, ge=1, le=64)
     # How often the sweeper looks for lost or stuck tasks (also saq's own sweep interval).
-    sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    sweep_interval_seconds: float = Field(default=2.0, gt=0)
     # A queued task not started within this long is re-checked (and re-enqueued) by the sweeper.
     task_queue_grace_seconds: float = Field(default=30.0, gt=0)
     # Run the worker inside the API process; the default when there is no REDIS_URL.

@@ -33,7 +33,9 @@ __all__ = [
     "S3Server",
     "Server",
     "ServerUnavailable",
+    "PostgresServer",
     "free_port",
+    "restart_postgres",
     "restart_redis",
     "start_postgres",
     "start_redis",
@@ -101,6 +103,21 @@ class Server:
 
 
 _S = TypeVar("_S", bound=Server)
+
+
+@dataclass(kw_only=True)
+class PostgresServer(Server):
+    """A PostgreSQL server that can also be stopped and started again on its port and data."""
+
+    bindir: Path
+    datadir: Path
+    env: dict[str, str]
+    user: int | None = None
+    group: int | None = None
+
+    def halt(self) -> None:
+        """Stop the server (fast shutdown) but keep its data, for ``restart_postgres``."""
+        _terminate(self.proc, self.stop_signal)
 
 
 @dataclass(kw_only=True)
@@ -358,7 +375,7 @@ def _run_checked(argv: list[str], what: str, **kwargs: Any) -> None:
         raise ServerUnavailable(f"{what} failed (exit {result.returncode}): {output}")
 
 
-def start_postgres(workdir: Path) -> Server:
+def start_postgres(workdir: Path) -> PostgresServer:
     """Start a PostgreSQL cluster with a trusted ``atelier`` user and database."""
     started = time.monotonic()
     bindir = _postgres_bindir()
@@ -436,6 +453,35 @@ def start_postgres(workdir: Path) -> Server:
     return server
 
 
+def restart_postgres(server: PostgresServer, timeout: float = POSTGRES_TIMEOUT) -> PostgresServer:
+    """Start a halted (or running: it is halted first) server again on its port and data.
+
+    Clients see every connection dropped and new ones refused in between, as in a real
+    restart or failover. The returned server takes over the original's cleanup duty.
+    """
+    server.halt()
+    home = server.log_path.parent if server.log_path else server.workdir
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            new = _launch_postgres(
+                server.bindir,
+                home,
+                server.datadir,
+                server.env,
+                server.user,
+                server.group,
+                port=server.port,
+            )
+            break
+        except _PortInUse:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    new.cleanup_paths, server.cleanup_paths = server.cleanup_paths, []
+    return new
+
+
 def _launch_postgres(
     bindir: Path,
     home: Path,
@@ -443,8 +489,10 @@ def _launch_postgres(
     env: dict[str, str],
     user: int | None,
     group: int | None,
-) -> Server:
-    port = free_port()
+    *,
+    port: int | None = None,
+) -> PostgresServer:
+    port = port or free_port()
     log_path = home / "postgres.log"
     proc, log_offset = _spawn(
         [
@@ -494,13 +542,18 @@ def _launch_postgres(
         return subprocess.run(pg_isready, env=env, check=False, timeout=10).returncode == 0
 
     _wait_ready("postgres", proc, (log_path, log_offset), ready, POSTGRES_TIMEOUT)
-    return Server(
+    return PostgresServer(
         url=f"postgresql+asyncpg://atelier@{LOOPBACK}:{port}/atelier",
         proc=proc,
         workdir=home,
         port=port,
         log_path=log_path,
         stop_signal=signal.SIGINT,
+        bindir=bindir,
+        datadir=datadir,
+        env=env,
+        user=user,
+        group=group,
     )
 
 

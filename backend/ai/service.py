@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.ai.providers.base import (
+    UNSUPPORTED_EDIT,
+    Provider,
+    ProviderError,
+    ProviderSettings,
+    catalog,
+    default_provider,
+)
 from backend.config import Settings
 from backend.core.errors import AppError, TooManyRequests
 from backend.images import service as images
@@ -20,24 +29,91 @@ from backend.tasks.queue import TaskQueue
 
 CAPTION_KIND = "caption"
 EDIT_KIND = "edit"
-LOCAL = "local"
-GEMINI = "gemini"
 
 
 class AiError(AppError):
     status = 422
 
 
-def choose_provider(requested: str | None, available: Mapping[str, object]) -> str:
-    if requested is None:
-        return GEMINI if GEMINI in available else LOCAL
-    if requested not in available:
-        raise AiError(
-            f"The {requested!r} provider is not available here"
-            + ("; set GEMINI_API_KEY to enable Gemini." if requested == GEMINI else "."),
-            code="ai.provider_unavailable",
+def _setting_for(name: str) -> str | None:
+    return next((info.setting for info in catalog(ProviderSettings()) if info.id == name), None)
+
+
+def _remote_settings() -> str:
+    names = [info.setting for info in catalog(ProviderSettings()) if info.setting]
+    return " or ".join(names)
+
+
+def choose_provider(
+    requested: str | None, available: Mapping[str, Provider], *, operator: bool = False
+) -> Provider:
+    """The provider a request names, or the default; ai.provider_unavailable when not set up.
+
+    ``operator`` (an admin asking) adds which setting enables it: end users cannot act on that.
+    """
+    name = requested or default_provider(available)
+    provider = available.get(name)
+    if provider is None:
+        detail = f"The {name!r} provider is not configured on this server."
+        setting = _setting_for(name)
+        extra: dict[str, Any] = (
+            {"hint": f"Set {setting} to enable it."} if operator and setting else {}
         )
-    return requested
+        raise AiError(detail, code="ai.provider_unavailable", provider=name, **extra)
+    return provider
+
+
+def check_supported(
+    provider: Provider,
+    *,
+    operation: str,
+    prompt: str = "",
+    with_reference: bool = False,
+    operator: bool = False,
+    others: Iterable[Provider] = (),
+) -> None:
+    """Refuse, before a task exists or quota is taken, what the provider certainly cannot do.
+
+    The problem names the configured ``others`` that could (``alternatives``); when there are
+    none, an admin is told which settings would add one.
+    """
+    try:
+        _check(provider, operation, prompt, with_reference)
+    except ProviderError as exc:
+        extra: dict[str, Any] = {"provider": provider.name}
+        if provider.capabilities.edits is not None:
+            extra["edits"] = list(provider.capabilities.edits)
+        alternatives = [
+            other.name
+            for other in others
+            if other.name != provider.name and _can(other, operation, prompt, with_reference)
+        ]
+        if alternatives:
+            extra["alternatives"] = alternatives
+        elif operator:
+            extra["hint"] = f"Set {_remote_settings()} to enable a provider that can do this."
+        raise AiError(str(exc), code=UNSUPPORTED_EDIT, **extra) from None
+
+
+def _check(provider: Provider, operation: str, prompt: str, with_reference: bool) -> None:
+    if operation == CAPTION_KIND and not provider.capabilities.caption:
+        raise ProviderError(
+            f"The {provider.name} provider makes no captions.", code=UNSUPPORTED_EDIT
+        )
+    if operation == EDIT_KIND:
+        if not provider.capabilities.edit:
+            raise ProviderError(
+                f"The {provider.name} provider makes no edits.", code=UNSUPPORTED_EDIT
+            )
+        provider.check_edit(prompt, with_reference=with_reference)
+
+
+def _can(provider: Provider, operation: str, prompt: str, with_reference: bool) -> bool:
+    try:
+        _check(provider, operation, prompt, with_reference)
+    except ProviderError:
+        return False
+    return True
 
 
 def check_prompt(prompt: str, *, max_chars: int) -> str:
@@ -91,9 +167,12 @@ async def create_caption(
     *,
     user_id: uuid.UUID,
     image_id: uuid.UUID,
-    provider: str,
+    provider: Provider,
+    operator: bool = False,
+    others: Iterable[Provider] = (),
 ) -> Task:
     image = await _usable_image(session, user_id=user_id, image_id=image_id)
+    check_supported(provider, operation=CAPTION_KIND, operator=operator, others=others)
     await take_quota(redis, settings, user_id=user_id)
     return await tasks.create_task(
         session,
@@ -101,7 +180,7 @@ async def create_caption(
         redis,
         user_id=user_id,
         kind=CAPTION_KIND,
-        payload={"provider": provider},
+        payload={"provider": provider.name},
         image_id=image.id,
     )
 
@@ -116,13 +195,23 @@ async def create_edit(
     image_id: uuid.UUID,
     prompt: str,
     reference_image_id: uuid.UUID | None,
-    provider: str,
+    provider: Provider,
+    operator: bool = False,
+    others: Iterable[Provider] = (),
 ) -> Task:
     text = check_prompt(prompt, max_chars=settings.ai_prompt_max_chars)
     image = await _usable_image(session, user_id=user_id, image_id=image_id)
     if reference_image_id is not None:
         # Someone else's reference answers 404 like a missing one.
         await _usable_image(session, user_id=user_id, image_id=reference_image_id)
+    check_supported(
+        provider,
+        operation=EDIT_KIND,
+        prompt=text,
+        with_reference=reference_image_id is not None,
+        operator=operator,
+        others=others,
+    )
     await take_quota(redis, settings, user_id=user_id)
     return await tasks.create_task(
         session,
@@ -131,7 +220,7 @@ async def create_edit(
         user_id=user_id,
         kind=EDIT_KIND,
         payload={
-            "provider": provider,
+            "provider": provider.name,
             "prompt": text,
             "reference_image_id": str(reference_image_id) if reference_image_id else None,
         },
@@ -144,7 +233,8 @@ async def _auto_caption(session: AsyncSession, deps: images.Deps, image: Image) 
     if not settings.auto_caption or image.source != "upload":
         return
     # Automatic captions use the configured default provider and do not count against quota.
-    provider = GEMINI if settings.gemini_api_key else LOCAL
+    keys = {"gemini": settings.gemini_api_key, "openai": settings.openai_api_key}
+    provider = default_provider(name for name, key in keys.items() if key)
     await tasks.create_task(
         session,
         deps.queue,

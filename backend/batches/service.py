@@ -141,7 +141,8 @@ def batch_json(batch: Batch, task: Task | None, counts: tuple[int, int] = (0, 0)
         "failed_images": counts[1],
         "task_id": batch.task_id,
         "created_at": batch.created_at,
-        "finished_at": task.finished_at if task else None,
+        # The instant the batch task recorded and sent in its webhook, else the task's end.
+        "finished_at": (task.result or {}).get("finished_at") or task.finished_at if task else None,
     }
 
 

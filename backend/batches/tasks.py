@@ -111,7 +111,15 @@ async def _counts(resources: Resources, batch_id: uuid.UUID) -> tuple[int, int]:
         return (await item_counts(session, [batch_id])).get(batch_id, (0, 0))
 
 
-async def _notify(resources: Resources, batch: Batch, user: User, done: int, failed: int) -> None:
+async def _notify(
+    resources: Resources,
+    batch: Batch,
+    user: User,
+    done: int,
+    failed: int,
+    *,
+    finished_at: str,
+) -> None:
     if not batch.webhook_url:
         return
     async with resources.db.sessionmaker() as session:
@@ -125,7 +133,7 @@ async def _notify(resources: Resources, batch: Batch, user: User, done: int, fai
         "total_images": batch.total_images,
         "processed_images": done,
         "failed_images": failed,
-        "finished_at": utcnow().isoformat().replace("+00:00", "Z"),
+        "finished_at": finished_at,
     }
     settings = resources.settings
     send = partial(_send, policy=fetch_policy(settings))
@@ -194,6 +202,14 @@ async def run_batch(ctx: TaskContext) -> dict[str, Any]:
         # A cancel seen at one item's checkpoint stops them all; the runner expects it bare.
         raise TaskCanceled() from None
     done, failed = await _counts(resources, batch_id)
+    # One instant for the webhook and the batch (which reads it from the result), taken before
+    # webhook retries, which can take a while, and the task's own end.
+    finished_at = utcnow().isoformat().replace("+00:00", "Z")
     await ctx.progress(96, "notifying the webhook" if batch.webhook_url else "done")
-    await _notify(resources, batch, user, done, failed)
-    return {"processed_images": done, "failed_images": failed, "total_images": batch.total_images}
+    await _notify(resources, batch, user, done, failed, finished_at=finished_at)
+    return {
+        "processed_images": done,
+        "failed_images": failed,
+        "total_images": batch.total_images,
+        "finished_at": finished_at,
+    }

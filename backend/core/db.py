@@ -116,6 +116,12 @@ def seconds_between(
     return func.extract("epoch", end - start)
 
 
+# A database that is down must turn into a quick 503, not a request hanging on a connect (asyncpg
+# waits 60 s by default) or on a pool slot (SQLAlchemy waits 30 s).
+CONNECT_TIMEOUT_SECONDS = 2.0
+POOL_TIMEOUT_SECONDS = 5.0
+
+
 def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -125,7 +131,17 @@ def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "savepoint", _begin_before_savepoint)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    connect_args: dict[str, Any] = {}
+    if parsed.get_driver_name() == "asyncpg":
+        connect_args["timeout"] = CONNECT_TIMEOUT_SECONDS
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=POOL_TIMEOUT_SECONDS,
+        connect_args=connect_args,
+    )
 
 
 class Database:

@@ -7,10 +7,12 @@ into ``application/problem+json`` so that no client ever has to parse an HTML er
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -19,6 +21,9 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+# How long a client should wait before retrying while a dependency is down: about one restart.
+UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+log = structlog.get_logger(__name__)
 
 
 class Problem(BaseModel):
@@ -166,10 +171,113 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status_code, code, detail, headers=exc.headers)
 
 
+_OUTAGE_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ETIMEDOUT,
+        errno.EPIPE,
+    }
+)
+
+
+def _outage_classes() -> tuple[type[Exception], ...]:
+    # Imported here so this module stays importable without the drivers' import cost at the
+    # top, and every class the handler is installed for is listed in one place.
+    import asyncpg
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    return (
+        OSError,  # builtin ConnectionError and TimeoutError (asyncio's too) included
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.exceptions.OperatorInterventionError,
+        DBAPIError,
+        PoolTimeout,
+        RedisConnectionError,
+        RedisTimeoutError,
+    )
+
+
+def dependency_down(exc: BaseException) -> str | None:
+    """ "database" or "redis" when ``exc`` means that dependency is unreachable, else None."""
+    import asyncpg
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return "redis"
+    if isinstance(exc, PoolTimeout):
+        return "database"
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            return "database"
+        cause = exc.orig.__cause__ if exc.orig is not None else None
+        return "database" if cause is not None and dependency_down(cause) else None
+    if isinstance(
+        exc,
+        asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.exceptions.OperatorInterventionError,
+    ):
+        return "database"
+    if isinstance(exc, TimeoutError | ConnectionError) or (
+        # asyncio's create_connection to every address of a host failed.
+        isinstance(exc, OSError)
+        and (exc.errno in _OUTAGE_ERRNOS or str(exc).startswith("Multiple exceptions: [Errno"))
+    ):
+        # Drivers let a failed connect through unwrapped; whose code raised it tells which.
+        return _raised_in(exc) or "dependency"
+    return None
+
+
+def _raised_in(exc: BaseException) -> str | None:
+    tb = exc.__traceback__
+    found = None
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if module.startswith(("asyncpg", "sqlalchemy", "aiosqlite")):
+            found = "database"
+        elif module.startswith("redis"):
+            found = "redis"
+        tb = tb.tb_next
+    return found
+
+
+def unavailable_response(dependency: str) -> JSONResponse:
+    return problem_response(
+        503,
+        "service.unavailable",
+        "A service this request needs is unavailable; try again shortly.",
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)},
+        dependency=dependency,
+        retry_after=UNAVAILABLE_RETRY_AFTER_SECONDS,
+    )
+
+
+async def _outage_error(_: Request, exc: Exception) -> JSONResponse:
+    dependency = dependency_down(exc)
+    if dependency is None:
+        raise exc  # not an outage: the outer middleware answers 500 and logs it
+    log.warning("dependency_unavailable", dependency=dependency, error=type(exc).__name__)
+    return unavailable_response(dependency)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # A database or Redis outage is a 503 with Retry-After, not a 500 "bug".
+    for cls in _outage_classes():
+        app.add_exception_handler(cls, _outage_error)
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

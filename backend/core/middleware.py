@@ -66,7 +66,11 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 started = True
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+                if status == 204:
+                    # FastAPI builds a 204 as an empty JSONResponse, still labelled as JSON.
+                    del headers["content-type"]
             await send(message)
 
         try:

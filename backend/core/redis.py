@@ -11,6 +11,13 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+# Bounded, so a Redis that is down answers a request with a 503 within about a second instead
+# of stalling it for the 5 s the retries used to add up to. The command timeout stays above the
+# worker's blocking dequeue wait (1 s).
+CONNECT_TIMEOUT_SECONDS = 1.0
+COMMAND_TIMEOUT_SECONDS = 5.0
+RETRIES = 2
+
 
 def create_redis(url: str | None) -> Redis:
     if url:
@@ -20,9 +27,10 @@ def create_redis(url: str | None) -> Redis:
             url,
             decode_responses=False,
             health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=5),
+            retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), retries=RETRIES),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            socket_connect_timeout=5,
+            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            socket_timeout=COMMAND_TIMEOUT_SECONDS,
         )
     # Imported lazily: fakeredis (and lupa, for the Lua scripts saq runs) is only needed embedded.
     from fakeredis import FakeServer

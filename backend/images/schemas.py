@@ -78,6 +78,10 @@ class ImageOut(BaseModel):
 class Stats(BaseModel):
     total: int
     failed: int
-    success_rate: float = Field(description="ready / (ready + failed), 0 when nothing finished")
-    average_processing_time_seconds: float | None
+    success_rate: float | None = Field(
+        description="ready / (ready + failed); null when nothing finished"
+    )
+    average_processing_time_seconds: float | None = Field(
+        description="mean seconds from upload to ready; null when nothing is ready"
+    )
     by_status: dict[str, int]

@@ -24,6 +24,8 @@ from backend.images.metadata import Metadata, extract
 from backend.images.models import Blob, Image, ImageStatus, Upload
 from backend.images.originals import original_key, staging_key
 from backend.images.schemas import Exif, ImageOut, Stats, Thumbnails
+from backend.images.tasks import thumbnail_key
+from backend.images.thumbnails import SIZES
 from backend.images.validation import (
     ValidationFailure,
     check_declared,
@@ -480,7 +482,9 @@ async def delete_image(
             select(func.count()).select_from(Image).where(Image.blob_id == blob.id)
         )
         if not others:
-            keys.extend([blob.storage_key, *(blob.thumbnails or {}).values()])
+            # Also the thumbnails' derived keys: a task may be writing them right now.
+            thumbs = {*(blob.thumbnails or {}).values(), *(thumbnail_key(blob, s) for s in SIZES)}
+            keys.extend([blob.storage_key, *sorted(thumbs)])
             await session.delete(blob)
             await session.flush()
     if not keys:
@@ -511,7 +515,8 @@ async def stats(session: AsyncSession, *, user_id: uuid.UUID | None) -> Stats:
     return Stats(
         total=total,
         failed=by_status["failed"],
-        success_rate=round(by_status["ready"] / finished, 4) if finished else 0.0,
+        # Nothing finished has no rate yet: null, like the average, rather than a false 0 %.
+        success_rate=round(by_status["ready"] / finished, 4) if finished else None,
         average_processing_time_seconds=round(float(mean), 3) if mean is not None else None,
         by_status=by_status,
     )

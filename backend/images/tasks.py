@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from backend.core.db import commit, utcnow
 from backend.core.pixels import run_pixels
@@ -18,7 +18,7 @@ from backend.images.models import Blob, Image, ImageStatus
 from backend.images.originals import OriginalChanged, read_original
 from backend.images.thumbnails import SIZES, render_thumbnails
 from backend.storage.base import ObjectNotFound
-from backend.tasks.registry import TaskContext, TaskError, task
+from backend.tasks.registry import TaskCanceled, TaskContext, TaskError, task
 
 MAX_ATTEMPTS = 3
 # Thumbnails of a given original never change, so caches may keep them for long.
@@ -49,12 +49,36 @@ async def _settle_images(
     return ids
 
 
+async def _blob_exists(resources: Resources, blob_id: uuid.UUID) -> bool:
+    async with resources.db.sessionmaker() as session:
+        return await session.get(Blob, blob_id) is not None
+
+
+async def _record_or_remove(resources: Resources, blob_id: uuid.UUID, keys: dict[str, str]) -> bool:
+    """Record the written thumbnails on the blob, or remove them if its image was deleted.
+
+    Under the blob's row lock: a delete either committed before (then this removes what it
+    wrote) or waits for this commit and then removes the thumbnails' keys itself.
+    """
+    async with resources.db.sessionmaker() as session:
+        blob = await session.scalar(select(Blob).where(Blob.id == blob_id).with_for_update())
+        if blob is not None:
+            blob.thumbnails = keys
+        await commit(session)
+    if blob is None:
+        await resources.storage.delete_many(list(keys.values()))
+    return blob is not None
+
+
 async def _render_and_store(ctx: TaskContext, blob: Blob) -> dict[str, str]:
     storage = ctx.resources.storage
     await ctx.progress(10, "reading the original")
     try:
         original = await read_original(storage, blob)
     except ObjectNotFound:
+        if not await _blob_exists(ctx.resources, blob.id):
+            # The image was deleted meanwhile: not a failure the user should see.
+            raise TaskCanceled() from None
         raise TaskError(
             "The original is missing from storage.", code="thumbnails.original_missing", retry=False
         ) from None
@@ -91,6 +115,8 @@ async def make_thumbnails(ctx: TaskContext) -> dict[str, Any]:
         return {"thumbnails": [], "images": [], "skipped": "the image was deleted"}
     try:
         keys = await _render_and_store(ctx, blob)
+    except TaskCanceled:
+        raise
     except TaskError as exc:
         await _settle_images(resources, blob_id, ImageStatus.failed, error=exc)
         raise
@@ -100,8 +126,7 @@ async def make_thumbnails(ctx: TaskContext) -> dict[str, Any]:
             failure = TaskError(f"Thumbnails could not be made: {exc}", code="thumbnails.failed")
             await _settle_images(resources, blob_id, ImageStatus.failed, error=failure)
         raise
-    async with resources.db.sessionmaker() as session:
-        await session.execute(update(Blob).where(Blob.id == blob_id).values(thumbnails=keys))
-        await commit(session)
+    if not await _record_or_remove(resources, blob_id, keys):
+        raise TaskCanceled()
     images = await _settle_images(resources, blob_id, ImageStatus.ready)
     return {"thumbnails": sorted(keys), "images": images}

@@ -42,6 +42,7 @@ DEFAULT_READY_TIMEOUT = 5.0
 # A subscription silent this long is sent a PING; no answer within as long again means the link
 # is dead (a half-open TCP connection never reports an error by itself).
 DEFAULT_IDLE_SECONDS = 30.0
+CLOSE_WAIT_SECONDS = 2.0
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 10.0
 
@@ -171,7 +172,9 @@ class Hub:
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            # Bounded: a Redis read in flight can swallow the cancel; the reader then still
+            # stops at its next check of ``_closed``, but shutdown does not wait for that.
+            await asyncio.wait({reader}, timeout=CLOSE_WAIT_SECONDS)
         for subs in self._subscribers.values():
             for sub in subs:
                 sub._end(HubClosed)
@@ -193,7 +196,7 @@ class Hub:
                 del self._subscribers[sub.user_id]
 
     async def _run(self) -> None:
-        while True:
+        while not self._closed:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(CHANNEL)
@@ -207,17 +210,19 @@ class Hub:
                 self._subscribed.clear()
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
+            if self._closed:
+                return
             self._failures += 1
             delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (self._failures - 1))
             # Jitter, so that every API instance does not hit a restarted Redis at once.
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
     async def _read(self, pubsub: PubSub) -> None:
-        """Deliver messages until the connection fails (raises; never returns normally)."""
+        """Deliver messages until the connection fails (raises) or the hub is closed."""
         loop = asyncio.get_running_loop()
         last_heard = loop.time()
         ping_sent_at: float | None = None
-        while True:
+        while not self._closed:
             message = await pubsub.get_message(timeout=self._idle_seconds)
             now = loop.time()
             if message is None:

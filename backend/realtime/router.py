@@ -7,15 +7,21 @@ before the upgrade is accepted, so a refusal is a plain HTTP 403 and no socket i
 
 Messages, server to client, all JSON text frames:
 
-- ``{"type": "snapshot", "tasks": [Task, ...]}``: the user's active (queued or running) tasks.
-  Always the first message, and sent again whenever events may have been lost.
-- ``{"type": "task.updated", "task": Task}``: one per change of one of the user's tasks.
+- ``{"type": "snapshot", "tasks": [Task, ...], "cursor": str, "resumed": bool}``: the user's
+  active (queued or running) tasks, plus, when resuming, every task changed since the cursor
+  (finished ones included). Always the first message, and sent again whenever events may have
+  been lost (then resuming from the socket's own last cursor).
+- ``{"type": "task.updated", "task": Task, "cursor": str}``: one per change of one of the
+  user's tasks.
 - ``{"type": "ping"}``: every ``WS_PING_SECONDS`` (25 s by default), to keep proxies from
   closing an idle connection.
 
 Messages from the client are ignored. Close codes: 1008 (refused), 1011 (server error), 1012
-(server restarting), 1013 (the client fell behind). After any close a client reconnects and
-starts again from the new snapshot, on whichever instance it reaches.
+(server restarting), 1013 (the client fell behind, or the database is down: try again later).
+After any close a client reconnects, on whichever instance it reaches, with
+``GET /ws?since=<cursor>`` (the ``cursor`` of the last message it received) and misses
+nothing: tasks that finished during the gap are in the snapshot.
+Cursors are opaque; a malformed one is ignored (``"resumed": false``, active tasks only).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import asyncio
 import contextlib
 import uuid
 from asyncio import FIRST_COMPLETED
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -32,13 +39,13 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from backend.auth.deps import ACCESS_COOKIE
 from backend.auth.service import resolve_access, resolve_api_key
 from backend.auth.tokens import InvalidToken, decode_access_token
-from backend.core.db import commit
-from backend.core.errors import AppError
+from backend.core.db import commit, utcnow
+from backend.core.errors import AppError, dependency_down
 from backend.core.resources import Resources
 from backend.realtime.deps import realtime_hub
 from backend.realtime.hub import RESYNC, HubClosed, SlowConsumer, Subscription
-from backend.tasks.events import task_json
-from backend.tasks.service import active_tasks
+from backend.tasks.events import cursor_for, parse_cursor, task_json
+from backend.tasks.service import active_tasks, changed_tasks
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
@@ -48,6 +55,12 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN_LATER = 1013
+# A resumed snapshot reaches this far behind its cursor: rows are stamped by their writer's clock
+# before their commit, so a change can become visible a little after a later-stamped one.
+# Duplicates are harmless, a client keeps the latest state of each task.
+RESUME_OVERLAP = timedelta(seconds=30)
+# Changed tasks in one resumed snapshot (newest first); active ones are always all there.
+RESUME_LIMIT = 500
 
 
 def _normalise_origin(origin: str) -> str:
@@ -86,14 +99,38 @@ async def _authenticate(websocket: WebSocket, resources: Resources) -> uuid.UUID
 
 
 async def _send_snapshot(
-    websocket: WebSocket, resources: Resources, sub: Subscription, user_id: uuid.UUID
-) -> None:
+    websocket: WebSocket,
+    resources: Resources,
+    sub: Subscription,
+    user_id: uuid.UUID,
+    since: datetime | None,
+) -> datetime:
+    """Send a snapshot (resumed from ``since`` when given); the point it is current as of."""
     # Every event already queued was published after a commit this read will see, so it is
     # superseded; events arriving from now on may be newer and are kept.
     sub.clear()
+    read_at = utcnow()
     async with resources.db.sessionmaker() as session:
-        tasks = [task_json(task) for task in await active_tasks(session, user_id=user_id)]
-    await websocket.send_json({"type": "snapshot", "tasks": tasks})
+        rows = {task.id: task for task in await active_tasks(session, user_id=user_id)}
+        if since is not None:
+            changed = await changed_tasks(
+                session, user_id=user_id, since=since - RESUME_OVERLAP, limit=RESUME_LIMIT
+            )
+            rows.update((task.id, task) for task in changed)
+        tasks = [task_json(task) for task in sorted(rows.values(), key=_created)]
+    await websocket.send_json(
+        {
+            "type": "snapshot",
+            "tasks": tasks,
+            "cursor": cursor_for(read_at),
+            "resumed": since is not None,
+        }
+    )
+    return read_at
+
+
+def _created(task: Any) -> tuple[datetime, str]:
+    return task.created_at, str(task.id)
 
 
 async def _forward(
@@ -102,7 +139,11 @@ async def _forward(
     """Snapshot, then events and pings until the hub ends the subscription: the close code."""
     interval = resources.settings.ws_ping_seconds
     loop = asyncio.get_running_loop()
-    await _send_snapshot(websocket, resources, sub, user_id)
+    # How far this socket is known to be current: a resync snapshot resumes from here, so a
+    # task that finished while the event subscription was down still reaches the client.
+    position = await _send_snapshot(
+        websocket, resources, sub, user_id, parse_cursor(websocket.query_params.get("since"))
+    )
     next_ping = loop.time() + interval
     while True:
         message: dict[str, Any]
@@ -119,8 +160,11 @@ async def _forward(
         except HubClosed:
             return CLOSE_SERVICE_RESTART
         if message.get("type") == RESYNC:
-            await _send_snapshot(websocket, resources, sub, user_id)
+            position = await _send_snapshot(websocket, resources, sub, user_id, position)
         else:
+            seen = parse_cursor(message.get("cursor"))
+            if seen is not None and seen > position:
+                position = seen
             await websocket.send_json(message)
 
 
@@ -183,5 +227,9 @@ async def _serve(websocket: WebSocket, resources: Resources, user_id: uuid.UUID)
         return code
     if isinstance(error, WebSocketDisconnect):
         return None  # the client vanished mid-send
+    if dependency_down(error):
+        # The database (or Redis) is down: not a bug; the client should retry a little later.
+        log.warning("ws_dependency_down", error=type(error).__name__)
+        return CLOSE_TRY_AGAIN_LATER
     log.error("ws_failed", error=repr(error), exc_info=error)
     return CLOSE_INTERNAL_ERROR

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -25,10 +26,24 @@ def task_json(task: Task) -> dict[str, Any]:
     return TaskOut.model_validate(task).model_dump(mode="json")
 
 
+def cursor_for(moment: datetime) -> str:
+    """The resume cursor of a point in time, for ``/ws?since=``: opaque to clients."""
+    return str(int(moment.timestamp() * 1_000_000))
+
+
+def parse_cursor(raw: str | None) -> datetime | None:
+    """The point in time a cursor names, or None for a missing or malformed one."""
+    if raw is None or not raw.isdigit() or len(raw) > 19:
+        return None
+    try:
+        return datetime.fromtimestamp(int(raw) / 1_000_000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def encode_event(task: Task) -> str:
-    return json.dumps(
-        {"user_id": str(task.user_id), "event": {"type": "task.updated", "task": task_json(task)}}
-    )
+    event = {"type": "task.updated", "task": task_json(task), "cursor": cursor_for(task.updated_at)}
+    return json.dumps({"user_id": str(task.user_id), "event": event})
 
 
 def decode_event(raw: bytes | str) -> tuple[uuid.UUID, dict[str, Any]]:

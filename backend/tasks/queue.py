@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from saq import Job
 from saq.job import Status
 from saq.queue.redis import RedisQueue
+from saq.utils import now
 
 from backend.tasks.registry import spec_for
 
@@ -36,6 +37,30 @@ class _RowsFirstQueue(RedisQueue):
 
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:  # noqa: ARG002
         return []
+
+    # saq's enqueue script, but LPUSH: workers take from the left, so this job runs next.
+    _FRONT_SCRIPT = """
+        if not redis.call('ZSCORE', KEYS[1], KEYS[2]) and redis.call('EXISTS', KEYS[4]) == 0 then
+            redis.call('SET', KEYS[2], ARGV[1])
+            redis.call('ZADD', KEYS[1], ARGV[2], KEYS[2])
+            redis.call('LPUSH', KEYS[3], KEYS[2])
+            return 1
+        else
+            return nil
+        end
+    """
+
+    async def enqueue_front(self, job: Job) -> bool:
+        """Queue ``job`` ahead of everything waiting (same key dedupe as ``enqueue``)."""
+        job.queue = self
+        job.status = Status.QUEUED
+        job.queued = now()
+        keys = [self._incomplete, job.id, self._queued, job.abort_id]
+        async with self._op_sem:
+            queued = await self.redis.eval(
+                self._FRONT_SCRIPT, len(keys), *keys, self.serialize(job), 0
+            )
+        return bool(queued)
 
 
 class TaskQueue:
@@ -73,6 +98,11 @@ class TaskQueue:
     async def enqueue(self, task_id: uuid.UUID, kind: str) -> bool:
         """True when a job was queued, False when one for this task is already pending."""
         return await self.saq.enqueue(self.job_for(task_id, kind)) is not None
+
+    async def enqueue_front(self, task_id: uuid.UUID, kind: str) -> bool:
+        """Like ``enqueue``, but ahead of all waiting work: for recovered tasks, which have
+        already waited their turn once and should not wait behind a whole new backlog."""
+        return await self.saq.enqueue_front(self.job_for(task_id, kind))
 
     async def job_status(self, task_id: uuid.UUID) -> Status | None:
         """saq's status of the task's job, or None when Redis holds none."""

@@ -46,7 +46,7 @@ class TaskSpec:
     retry_delay: float
     # Seconds between liveness beats of a running task; a row silent for ``lease`` seconds
     # belongs to a dead worker and is recovered by the sweeper.
-    heartbeat: int
+    heartbeat: float
 
     @property
     def lease(self) -> float:
@@ -75,7 +75,8 @@ def task(
     timeout: float = 60,
     max_attempts: int = 3,
     retry_delay: float = 1.0,
-    heartbeat: int = 5,
+    # Short, so a dead worker's task is recovered within seconds (lease = 3 heartbeats).
+    heartbeat: float = 2,
 ) -> Callable[[Handler], Handler]:
     if max_attempts < 1 or timeout <= 0:
         raise ValueError("max_attempts must be ≥ 1 and timeout > 0")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -95,6 +95,19 @@ async def active_tasks(session: AsyncSession, *, user_id: uuid.UUID) -> list[Tas
         select(Task)
         .where(Task.user_id == user_id, Task.status.in_(ACTIVE_STATUSES))
         .order_by(Task.created_at, Task.id)
+    )
+    return list(await session.scalars(stmt))
+
+
+async def changed_tasks(
+    session: AsyncSession, *, user_id: uuid.UUID, since: datetime, limit: int
+) -> list[Task]:
+    """The user's tasks changed at or after ``since`` (finished ones too), newest first."""
+    stmt = (
+        select(Task)
+        .where(Task.user_id == user_id, Task.updated_at >= since)
+        .order_by(Task.updated_at.desc(), Task.id)
+        .limit(limit)
     )
     return list(await session.scalars(stmt))
 

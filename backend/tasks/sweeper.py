@@ -3,13 +3,15 @@
 Periodically (in every worker; a Redis lock lets one of them act per round) it looks at active
 rows past their deadline: a queued row with no pending job (Redis flushed or restarted, enqueue
 failed) is enqueued again; a running row whose lease expired (its worker was killed, or froze)
-is re-queued while it has attempts left and failed for good after that. Running rows renew
-their lease every half heartbeat, so recovery takes about three heartbeats plus one round.
+is re-queued (at the front of the queue) while it has attempts left and failed for good after
+that. Running rows renew their lease every half heartbeat, so recovery takes about three
+heartbeats (6 s by default) plus one round (2 s).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -94,14 +96,18 @@ def _enqueuer(resources: Resources, task: Task) -> Callback:
     task_id, kind = task.id, task.kind
 
     async def enqueue() -> None:
-        await task_queue(resources).enqueue(task_id, kind)
+        # At the front: recovered work has waited its turn once already.
+        await task_queue(resources).enqueue_front(task_id, kind)
 
     return enqueue
 
 
-async def run_forever(resources: Resources) -> None:
+async def run_forever(resources: Resources, stop: asyncio.Event | None = None) -> None:
+    """Sweep every interval until ``stop`` is set (or, less reliably, until cancelled: a Redis
+    command in flight can swallow the cancellation, so shutdown sets the flag as well)."""
     interval = resources.settings.sweep_interval_seconds
-    while True:
+    stop = stop or asyncio.Event()
+    while not stop.is_set():
         try:
             # One sweeper per round across all workers; the lock expires with the interval.
             if await resources.redis.set(LOCK_KEY, b"1", nx=True, px=int(interval * 900)):
@@ -110,4 +116,5 @@ async def run_forever(resources: Resources) -> None:
             raise
         except Exception:  # noqa: BLE001 - Redis or the database may be down; try next round
             log.exception("sweep_failed")
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)

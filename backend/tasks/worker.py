@@ -10,9 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
+import os
+import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -33,12 +38,30 @@ from backend.tasks.registry import REGISTRY, TaskCanceled, TaskContext, TaskErro
 
 log = structlog.get_logger(__name__)
 MAX_ERROR_LENGTH = 1000
-# Cloud Run gives a stopping container 10 s after SIGTERM: finish or hand back jobs before then.
-SHUTDOWN_GRACE_SECONDS = 7
+# Cloud Run gives a stopping container 10 s after SIGTERM. Running jobs get this long to finish,
+# then are cancelled, which hands their rows back (at most CANCEL_DEADLINE_SECONDS); threads still
+# busy with work nobody awaits any more (OpenCV cannot be interrupted) get THREAD_GRACE_SECONDS
+# before the process exits without them: about 6 s in all, 8 s at worst.
+SHUTDOWN_GRACE_SECONDS = 3
+CANCEL_DEADLINE_SECONDS = 2.0
+THREAD_GRACE_SECONDS = 1.0
+WORK_THREAD_PREFIX = "atelier-work"
+SWEEPER_STOP_SECONDS = 2.0
 
 
 class RetryLater(Exception):
     """Raised to saq so it re-queues the job with backoff; the row already says queued."""
+
+
+class LeaseLost(Exception):
+    """This attempt no longer owns the row (recovered by the sweeper, or past its lifetime)."""
+
+
+def lifetime_limit(spec: TaskSpec) -> timedelta:
+    """How long after its claim an attempt may hold its lease at all: the kind's timeout plus
+    one lease for writing the outcome. A handler that ignores cancellation keeps running, but
+    its row is recovered by the sweeper once this has passed."""
+    return timedelta(seconds=spec.timeout + spec.lease)
 
 
 # The features' task kinds; every API and worker process registers them.
@@ -86,21 +109,58 @@ class TaskRunner:
         except Exception as exc:  # noqa: BLE001 - a missed heartbeat must not fail the work
             log.warning("heartbeat_failed", job=self.job.key, error=str(exc))
 
-    async def _ticker(self, task_id: uuid.UUID, spec: TaskSpec) -> None:
-        # Liveness independent of the handler's progress calls: a long OpenCV step in a thread
-        # must not look like a dead worker. The timeout, not the lease, bounds a hung handler.
-        while True:
-            await asyncio.sleep(spec.heartbeat / 2)
-            try:
+    async def _renew(self, task_id: uuid.UUID, attempt: int, spec: TaskSpec) -> bool:
+        """Extend this attempt's lease; False once the row is no longer this attempt's to hold.
+
+        The owner check lives in the UPDATE itself (attempts is the claim's generation, bumped
+        under a row lock by every claim), so a renewal loop that somehow outlived its attempt
+        can never keep a recovered, re-claimed or finished row alive, nor one past its lifetime.
+        """
+        now = utcnow()
+        try:
+            async with asyncio.timeout(max(spec.heartbeat, 1)):
                 async with self.resources.db.sessionmaker() as session:
-                    await session.execute(
+                    result = await session.execute(
                         update(Task)
-                        .where(Task.id == task_id, Task.status == TaskStatus.running)
-                        .values(deadline_at=utcnow() + timedelta(seconds=spec.lease))
+                        .where(
+                            Task.id == task_id,
+                            Task.status == TaskStatus.running,
+                            Task.attempts == attempt,
+                            Task.started_at > now - lifetime_limit(spec),
+                        )
+                        .values(deadline_at=now + timedelta(seconds=spec.lease))
                     )
                     await session.commit()
-            except Exception as exc:  # noqa: BLE001 - a missed beat only shortens the lease
-                log.warning("lease_renewal_failed", task_id=str(task_id), error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a missed beat only shortens the lease
+            log.warning("lease_renewal_failed", task_id=str(task_id), error=str(exc))
+            return True
+        return bool(getattr(result, "rowcount", 0))
+
+    async def _ticker(
+        self,
+        task_id: uuid.UUID,
+        attempt: int,
+        spec: TaskSpec,
+        stop: asyncio.Event,
+        owner: asyncio.Task[Any] | None,
+    ) -> None:
+        # Liveness independent of the handler's progress calls: a long OpenCV step in a thread
+        # must not look like a dead worker. Cancellation alone cannot end this loop safely (a
+        # Redis or database call in flight may swallow it), so it also stops on a flag, when
+        # the job's task is done, and when the row refuses the renewal.
+        def over() -> bool:
+            return stop.is_set() or (owner is not None and owner.done())
+
+        while not over():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), spec.heartbeat / 2)
+            if over():
+                break
+            if not await self._renew(task_id, attempt, spec):
+                log.warning("lease_lost", task_id=str(task_id), attempt=attempt)
+                break
+            if over():
+                break
             await self._heartbeat()
 
     async def _claim(self, task_id: uuid.UUID) -> tuple[Task, TaskSpec] | None:
@@ -157,16 +217,25 @@ class TaskRunner:
             task.error_code = code
         task.message = message or status.value
 
-    async def progress(self, task_id: uuid.UUID, pct: int, message: str | None = None) -> None:
+    async def progress(
+        self, task_id: uuid.UUID, pct: int, message: str | None = None, *, attempt: int
+    ) -> None:
         pct = max(0, min(100, int(pct)))
         async with self._row(task_id) as (_, task):
-            if task is None or task.cancel_requested or task.status != TaskStatus.running:
+            if task is None or task.cancel_requested:
                 raise TaskCanceled()
+            spec = REGISTRY.get(task.kind)
+            now = utcnow()
+            if (
+                task.status != TaskStatus.running
+                or task.attempts != attempt
+                or spec is None
+                or (task.started_at is not None and now - task.started_at > lifetime_limit(spec))
+            ):
+                raise LeaseLost()
             # Monotonic: a retried attempt re-reporting early steps never moves the bar back.
             task.progress = max(task.progress, pct)
-            spec = REGISTRY.get(task.kind)
-            if spec is not None:
-                task.deadline_at = utcnow() + timedelta(seconds=spec.lease)
+            task.deadline_at = now + timedelta(seconds=spec.lease)
             if message is not None:
                 task.message = message[:200]
         await self._heartbeat(pct)
@@ -176,11 +245,12 @@ class TaskRunner:
         if claimed is None:
             return None
         task, spec = claimed
-        log.info("task_started", task_id=str(task_id), kind=task.kind, attempt=task.attempts)
+        attempt = task.attempts
+        log.info("task_started", task_id=str(task_id), kind=task.kind, attempt=attempt)
         started = time.perf_counter()
 
         async def report(pct: int, message: str | None = None) -> None:
-            await self.progress(task_id, pct, message)
+            await self.progress(task_id, pct, message, attempt=attempt)
 
         context = TaskContext(
             task_id=task.id,
@@ -196,33 +266,42 @@ class TaskRunner:
                 "batch_id": task.batch_id,
             },
         )
-        ticker = asyncio.create_task(self._ticker(task_id, spec))
+        stop = asyncio.Event()
+        ticker = asyncio.create_task(
+            self._ticker(task_id, attempt, spec, stop, asyncio.current_task())
+        )
         try:
             async with asyncio.timeout(spec.timeout):
                 result = await spec.handler(context)
         except TaskCanceled:
-            await self._end(task_id, TaskStatus.canceled, message="canceled")
+            await self._end(task_id, attempt, TaskStatus.canceled, message="canceled")
+            return None
+        except LeaseLost:
+            # Recovered by the sweeper meanwhile: the row belongs to a newer attempt now.
+            log.warning("task_lease_lost", task_id=str(task_id), attempt=attempt)
             return None
         except TimeoutError:
             await self._failed(
-                task_id, spec, f"timed out after {spec.timeout:g} s", "task.timeout", True
+                task_id, attempt, spec, f"timed out after {spec.timeout:g} s", "task.timeout", True
             )
             return None
         except TaskError as exc:
-            await self._failed(task_id, spec, _error_text(exc), exc.code, exc.retry)
+            await self._failed(task_id, attempt, spec, _error_text(exc), exc.code, exc.retry)
             return None
         except asyncio.CancelledError:
             # Worker shutdown or a lost job: hand the row back so it runs again elsewhere.
-            await asyncio.shield(self._release(task_id))
+            await asyncio.shield(self._release(task_id, attempt))
             raise
         except Exception as exc:
             log.exception("task_raised", task_id=str(task_id), kind=spec.kind)
             error = f"{type(exc).__name__}: {_error_text(exc)}"
-            await self._failed(task_id, spec, error, "task.error", True)
+            await self._failed(task_id, attempt, spec, error, "task.error", True)
             return None
         finally:
+            # The flag, not the cancel, is what ends the ticker: the cancel may be swallowed.
+            stop.set()
             ticker.cancel()
-        await self._end(task_id, TaskStatus.succeeded, result=result, message="done")
+        await self._end(task_id, attempt, TaskStatus.succeeded, result=result, message="done")
         log.info(
             "task_succeeded",
             task_id=str(task_id),
@@ -231,16 +310,31 @@ class TaskRunner:
         )
         return result
 
-    async def _end(self, task_id: uuid.UUID, status: TaskStatus, **fields: Any) -> None:
+    @staticmethod
+    def _ours(task: Task | None, attempt: int) -> bool:
+        """The row is unfinished and no later attempt has claimed it (it may have been
+        re-queued from this very attempt, whose outcome then still counts)."""
+        return task is not None and not task.status.finished and task.attempts == attempt
+
+    async def _end(
+        self, task_id: uuid.UUID, attempt: int, status: TaskStatus, **fields: Any
+    ) -> None:
         async with self._row(task_id) as (_, task):
-            if task is not None and not task.status.finished:
+            if task is not None and self._ours(task, attempt):
                 self._finish(task, status, **fields)
 
     async def _failed(
-        self, task_id: uuid.UUID, spec: TaskSpec, error: str, code: str, retry: bool
+        self,
+        task_id: uuid.UUID,
+        attempt: int,
+        spec: TaskSpec,
+        error: str,
+        code: str,
+        retry: bool,
     ) -> None:
         async with self._row(task_id) as (_, task):
-            if task is None or task.status.finished:
+            # Only from running: a row the sweeper already re-queued is left to its new job.
+            if task is None or task.status != TaskStatus.running or task.attempts != attempt:
                 return None
             if retry and task.attempts < task.max_attempts and not task.cancel_requested:
                 task.status = TaskStatus.queued
@@ -260,10 +354,14 @@ class TaskRunner:
             raise RetryLater(error)
         return None
 
-    async def _release(self, task_id: uuid.UUID) -> None:
+    async def _release(self, task_id: uuid.UUID, attempt: int) -> None:
         try:
             async with self._row(task_id) as (_, task):
-                if task is not None and task.status == TaskStatus.running:
+                if (
+                    task is not None
+                    and task.status == TaskStatus.running
+                    and task.attempts == attempt
+                ):
                     task.status = TaskStatus.queued
                     task.message = "interrupted; will resume"
                     task.deadline_at = utcnow() + timedelta(
@@ -286,16 +384,21 @@ def build_worker(resources: Resources, *, handle_signals: bool = True) -> Worker
     settings = resources.settings
     load_task_modules(settings.task_modules)
 
+    sweeper_stop = asyncio.Event()
+
     async def startup(ctx: WorkerContext) -> None:
         ctx["resources"] = resources
-        ctx["sweeper"] = asyncio.create_task(sweeper.run_forever(resources))
+        sweeper_stop.clear()
+        ctx["sweeper"] = asyncio.create_task(sweeper.run_forever(resources, sweeper_stop))
 
     async def shutdown(ctx: WorkerContext) -> None:
         task = ctx.get("sweeper")
         if task is not None:
+            # The flag ends the loop even if the cancel is swallowed by a command in flight;
+            # the wait is bounded either way, so shutdown never hangs on it.
+            sweeper_stop.set()
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=SWEEPER_STOP_SECONDS)
 
     worker: Worker[WorkerContext] = Worker(
         task_queue(resources).saq,
@@ -310,6 +413,7 @@ def build_worker(resources: Resources, *, handle_signals: bool = True) -> Worker
         # A bounded dequeue wait lets shutdown and fakeredis (embedded) make progress.
         dequeue_timeout=1,
         shutdown_grace_period_s=SHUTDOWN_GRACE_SECONDS,
+        cancellation_hard_deadline_s=CANCEL_DEADLINE_SECONDS,
     )
     if not handle_signals:
         # Embedded in the API process: uvicorn owns SIGINT/SIGTERM and stops us via lifespan.
@@ -331,8 +435,18 @@ async def running_worker(resources: Resources) -> AsyncIterator[Worker[WorkerCon
             await runner
 
 
+def _busy_work_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(WORK_THREAD_PREFIX)]
+
+
 async def serve_worker(resources: Resources) -> None:
-    """``atelier worker``: run until SIGTERM/SIGINT, then finish or hand back running jobs."""
+    """``atelier worker``: run until SIGTERM/SIGINT, then finish or hand back running jobs.
+
+    Ends the process itself when threads are still computing for jobs that were handed back:
+    Python would otherwise wait for them at exit, past the platform's kill deadline.
+    """
+    executor = ThreadPoolExecutor(thread_name_prefix=WORK_THREAD_PREFIX)
+    asyncio.get_running_loop().set_default_executor(executor)
     worker = build_worker(resources)
     log.info(
         "worker_starting", concurrency=resources.settings.worker_concurrency, kinds=sorted(REGISTRY)
@@ -341,6 +455,18 @@ async def serve_worker(resources: Resources) -> None:
         await worker.start()
     finally:
         await resources.close()
+    # Idle threads leave at once; busy ones finish work whose job is already handed back.
+    executor.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + THREAD_GRACE_SECONDS
+    while _busy_work_threads() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    busy = _busy_work_threads()
+    if busy:
+        log.warning("worker_stopped", abandoned_threads=len(busy))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     log.info("worker_stopped")
 
 

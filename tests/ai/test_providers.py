@@ -716,22 +716,60 @@ async def test_local_edits_are_bounded_in_size() -> None:
         ("", ""),
     ],
 )
-async def test_unsupported_local_edits_point_to_gemini(
+async def test_unsupported_local_edits_are_refused_in_a_few_words(
     local: LocalProvider, photo: bytes, prompt: str, named: str
 ) -> None:
     error = await raises(local.edit(photo, prompt))
 
     assert (error.code, error.retryable) == (UNSUPPORTED_EDIT, False)
     message = str(error)
-    assert "GEMINI_API_KEY" in message
     assert named in message
-    assert all(instruction in message for instruction in SUPPORTED_EDITS)
+    # For end users: what to try instead, without operator settings or a paragraph.
+    assert "API_KEY" not in message
+    assert len(message.split()) <= 35
+    assert all(word in message for word in ("grayscale", "sepia", "blur", "pencil"))
+    # The same refusal comes before any work, from the check the API makes at request time.
+    with pytest.raises(ProviderError) as early:
+        local.check_edit(prompt, with_reference=False)
+    assert str(early.value) == message
 
 
-async def test_a_reference_image_needs_gemini(local: LocalProvider, photo: bytes) -> None:
+async def test_a_reference_image_is_refused(local: LocalProvider, photo: bytes) -> None:
     error = await raises(local.edit(photo, "sepia", reference=photo))
     assert error.code == UNSUPPORTED_EDIT
-    assert "GEMINI_API_KEY" in str(error)
+    assert "reference image" in str(error)
+    with pytest.raises(ProviderError):
+        local.check_edit("sepia", with_reference=True)
+    local.check_edit("sepia", with_reference=False)
+    assert local.capabilities.reference_image is False
+    assert local.capabilities.edits == SUPPORTED_EDITS
+
+
+@pytest.mark.parametrize(
+    ("prompt", "steps"),
+    [
+        ("please make it brighter, thanks!", ["brighten"]),
+        ("Please make it brighter. Thank you!", ["brighten"]),
+        ("Could you please make it a bit darker? Thank you so much!", ["darken"]),
+        ("Would you kindly turn it black & white :)", ["grayscale"]),
+        ("Can you blur it for me, please?", ["blur"]),
+        ("I'd like it sepia, thx", ["sepia"]),
+        ("i would like a pencil sketch if you don't mind", ["style"]),
+        ("Hi! Just invert it, okay? Many thanks.", ["invert"]),
+        ("sharpen it a little, then a tad lighter... thanks a lot!!", ["sharpen", "brighten"]),
+    ],
+)
+def test_politeness_does_not_fail_a_request(prompt: str, steps: list[str]) -> None:
+    assert [step.operation for step in parse_edit(prompt)] == steps
+
+
+@pytest.mark.parametrize(
+    "prompt", ["please, thanks!", "thank you", "could you add a party hat please?"]
+)
+def test_politeness_alone_asks_for_nothing(prompt: str) -> None:
+    with pytest.raises(ProviderError) as info:
+        parse_edit(prompt)
+    assert info.value.code == UNSUPPORTED_EDIT
 
 
 async def test_local_edit_of_garbage_is_a_bad_image(local: LocalProvider) -> None:

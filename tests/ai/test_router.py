@@ -107,14 +107,12 @@ async def test_local_edit_makes_a_new_image(offline: Live) -> None:
     assert edited["parent_id"] == image["id"]
     assert edited["status"] in ("processing", "ready")
 
-    unsupported = await offline.client.post(
-        "/api/ai/edit", json={"image_id": image["id"], "prompt": "add a dragon flying over"}
+    polite = await offline.client.post(
+        "/api/ai/edit",
+        json={"image_id": image["id"], "prompt": "Please make it brighter, thanks!"},
     )
-    failed = await offline.wait_task(unsupported.json()["id"])
-    assert failed["status"] == "failed"
-    assert failed["error_code"] == "ai.unsupported_edit"
-    assert "GEMINI_API_KEY" in failed["error"]
-    assert failed["attempts"] == 1  # not retried: retrying cannot help
+    assert polite.status_code == 202, polite.text
+    assert (await offline.wait_task(polite.json()["id"]))["status"] == "succeeded"
 
 
 async def test_auto_caption_after_upload(make_live_app: AppFactory) -> None:
@@ -166,15 +164,25 @@ async def test_ownership_provider_and_admin_rules(
         headers=alice.csrf,
     )
     assert_problem(reference, 404, "image.not_found")
-    gemini = await alice.client.post(
-        "/api/ai/caption", json={"image_id": mine["id"], "provider": "gemini"}, headers=alice.csrf
-    )
-    body = assert_problem(gemini, 422, "ai.provider_unavailable")
-    assert "GEMINI_API_KEY" in str(body["detail"])
+    for name, setting in (("gemini", "GEMINI_API_KEY"), ("openai", "OPENAI_API_KEY")):
+        refused = await alice.client.post(
+            "/api/ai/caption", json={"image_id": mine["id"], "provider": name}, headers=alice.csrf
+        )
+        body = assert_problem(refused, 422, "ai.provider_unavailable")
+        # End users are told it is not there; how to switch it on is for operators.
+        assert setting not in str(body)
+        assert body["provider"] == name
+        admin_image = await upload(admin.client, solid((7, 7, 7)), admin.csrf)
+        told = await admin.client.post(
+            "/api/ai/edit",
+            json={"image_id": admin_image["id"], "prompt": "sepia", "provider": name},
+            headers=admin.csrf,
+        )
+        assert setting in str(assert_problem(told, 422, "ai.provider_unavailable")["hint"])
     assert_problem(
         await alice.client.post(
             "/api/ai/caption",
-            json={"image_id": mine["id"], "provider": "openai"},
+            json={"image_id": mine["id"], "provider": "dall-e"},
             headers=alice.csrf,
         ),
         422,
@@ -182,7 +190,7 @@ async def test_ownership_provider_and_admin_rules(
     )
     assert_problem(await alice.client.get("/api/cache/status"), 403, "auth.admin_required")
     status = (await admin.client.get("/api/cache/status")).json()
-    assert set(status) == {"entries", "hits", "misses", "hit_rate", "ttl_seconds", "max_entries"}
+    assert set(status) >= {"entries", "hits", "misses", "hit_rate", "ttl_seconds", "max_entries"}
     assert status["ttl_seconds"] == 3600
 
 

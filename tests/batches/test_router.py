@@ -219,6 +219,23 @@ async def test_webhook_is_retried_and_attempts_recorded(live: Live) -> None:
     ]
 
 
+async def test_the_webhook_and_the_batch_agree_on_finished_at(live: Live) -> None:
+    c, o = live.client, live.origin
+    # A failed first delivery: the retry comes later, yet carries the same instant.
+    o.hook_statuses.append(500)
+    created = await c.post(
+        "/api/batches",
+        files={"file": ("p.csv", product_csv([("1", "Cup", [o.base + "/img/5.jpg"])]), "text/csv")},
+        data={"webhook_url": o.base + "/hook"},
+    )
+    batch = await wait_done(c, created.json()["batch"]["id"])
+    assert len(o.hooks) == 2
+    sent = [json.loads(body)["finished_at"] for _, body in o.hooks]
+    assert sent[0] == sent[1] == batch["finished_at"]
+    listed = (await c.get("/api/batches")).json()["items"]
+    assert [b["finished_at"] for b in listed if b["id"] == batch["id"]] == [batch["finished_at"]]
+
+
 async def test_malformed_csv_lists_every_bad_row(alice: SignedIn) -> None:
     data = (
         b"S. No.,Product Name,Input Image Urls\r\n"

@@ -7,8 +7,14 @@ limits, outages and timeouts but not a safety block or a request the provider ca
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+    from backend.config import Settings
 
 RATE_LIMITED = "ai.rate_limited"
 PROVIDER_ERROR = "ai.provider_error"
@@ -38,10 +44,26 @@ class ProviderError(Exception):
         return f"ProviderError({str(self)!r}, code={self.code!r}, retryable={self.retryable})"
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can do, checked before a task is created so a refusal costs nothing."""
+
+    caption: bool = True
+    edit: bool = True
+    reference_image: bool = True
+    # The only edits a provider understands, when it is not open-ended (the local one).
+    edits: tuple[str, ...] | None = None
+
+
 class Provider(Protocol):
     name: str
     caption_model: str
     edit_model: str
+    capabilities: Capabilities
+
+    def check_edit(self, prompt: str, *, with_reference: bool) -> None:
+        """Raise ``ai.unsupported_edit`` for an edit this provider will certainly refuse."""
+        ...
 
     async def caption(self, image: bytes) -> Caption:
         """One sentence describing the image (JPEG, PNG, WebP or GIF bytes)."""
@@ -56,7 +78,7 @@ class Provider(Protocol):
 
 @dataclass(frozen=True)
 class ProviderSettings:
-    gemini_api_key: str | None
+    gemini_api_key: str | None = None
     gemini_base_url: str | None = None
     caption_model: str = "gemini-2.5-flash"
     edit_model: str = "gemini-2.5-flash-image"
@@ -65,22 +87,108 @@ class ProviderSettings:
     image_max_side: int = 1536
     # First pause before the SDK retries a 429/5xx/timeout; later ones double, with jitter.
     retry_initial_delay_seconds: float = 0.5
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_caption_model: str = "gpt-4o-mini"
+    openai_edit_model: str = "gpt-image-1"
+    openai_timeout_seconds: float = 120.0
+    openai_max_retries: int = 2
 
     def __repr__(self) -> str:
-        # The key must never reach a log line through a repr of the settings.
-        key = "set" if self.gemini_api_key else None
+        # Keys must never reach a log line through a repr of the settings.
+        gemini_key = "set" if self.gemini_api_key else None
+        openai_key = "set" if self.openai_api_key else None
         return (
-            f"ProviderSettings(gemini_api_key={key!r}, gemini_base_url={self.gemini_base_url!r}, "
+            f"ProviderSettings(gemini_api_key={gemini_key!r}, "
+            f"gemini_base_url={self.gemini_base_url!r}, "
             f"caption_model={self.caption_model!r}, edit_model={self.edit_model!r}, "
             f"timeout_seconds={self.timeout_seconds!r}, max_retries={self.max_retries!r}, "
             f"image_max_side={self.image_max_side!r}, "
-            f"retry_initial_delay_seconds={self.retry_initial_delay_seconds!r})"
+            f"retry_initial_delay_seconds={self.retry_initial_delay_seconds!r}, "
+            f"openai_api_key={openai_key!r}, openai_base_url={self.openai_base_url!r}, "
+            f"openai_caption_model={self.openai_caption_model!r}, "
+            f"openai_edit_model={self.openai_edit_model!r}, "
+            f"openai_timeout_seconds={self.openai_timeout_seconds!r}, "
+            f"openai_max_retries={self.openai_max_retries!r})"
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProviderSettings:
+        def secret(value: SecretStr | None) -> str | None:
+            return value.get_secret_value() if value is not None else None
+
+        return cls(
+            gemini_api_key=secret(settings.gemini_api_key),
+            gemini_base_url=settings.gemini_base_url,
+            caption_model=settings.gemini_caption_model,
+            edit_model=settings.gemini_edit_model,
+            timeout_seconds=settings.gemini_timeout_seconds,
+            max_retries=settings.gemini_max_retries,
+            image_max_side=settings.ai_image_max_side,
+            openai_api_key=secret(settings.openai_api_key),
+            openai_base_url=settings.openai_base_url,
+            openai_caption_model=settings.openai_caption_model,
+            openai_edit_model=settings.openai_edit_model,
+            openai_timeout_seconds=settings.openai_timeout_seconds,
+            openai_max_retries=settings.openai_max_retries,
         )
 
 
+@dataclass(frozen=True)
+class ProviderInfo:
+    """A provider as ``GET /api/ai/providers`` shows it, whether or not it is configured."""
+
+    id: str
+    name: str
+    capabilities: Capabilities
+    models: dict[str, str]
+    # What an operator sets to enable it; None when it needs nothing.
+    setting: str | None
+
+
+# In the order the default is chosen: the first configured one.
+PROVIDER_ORDER = ("gemini", "openai", "local")
+
+
+def catalog(settings: ProviderSettings) -> list[ProviderInfo]:
+    """Every provider this build knows, configured or not, in ``PROVIDER_ORDER``."""
+    from backend.ai.providers.local import LOCAL_CAPABILITIES, LOCAL_MODEL
+
+    remote = Capabilities(caption=True, edit=True, reference_image=True)
+    return [
+        ProviderInfo(
+            id="gemini",
+            name="Google Gemini",
+            capabilities=remote,
+            models={"caption": settings.caption_model, "edit": settings.edit_model},
+            setting="GEMINI_API_KEY",
+        ),
+        ProviderInfo(
+            id="openai",
+            name="OpenAI",
+            capabilities=remote,
+            models={"caption": settings.openai_caption_model, "edit": settings.openai_edit_model},
+            setting="OPENAI_API_KEY",
+        ),
+        ProviderInfo(
+            id="local",
+            name="Local (offline)",
+            capabilities=LOCAL_CAPABILITIES,
+            models={"caption": LOCAL_MODEL, "edit": LOCAL_MODEL},
+            setting=None,
+        ),
+    ]
+
+
+def default_provider(configured: Iterable[str]) -> str:
+    """The provider used when a request names none: the first configured in PROVIDER_ORDER."""
+    available = set(configured)
+    return next((name for name in PROVIDER_ORDER if name in available), "local")
+
+
 def build_providers(settings: ProviderSettings) -> dict[str, Provider]:
-    """``local`` always; ``gemini`` only when an API key is set."""
-    # Imported here: google-genai is slow to import and unused by setups without a key.
+    """``local`` always; ``gemini`` and ``openai`` only when their API key is set."""
+    # Imported here: the SDKs are slow to import and unused by setups without a key.
     from backend.ai.providers.local import LocalProvider
 
     providers: dict[str, Provider] = {"local": LocalProvider()}
@@ -88,4 +196,8 @@ def build_providers(settings: ProviderSettings) -> dict[str, Provider]:
         from backend.ai.providers.gemini import GeminiProvider
 
         providers["gemini"] = GeminiProvider(settings)
+    if settings.openai_api_key:
+        from backend.ai.providers.openai import OpenAIProvider
+
+        providers["openai"] = OpenAIProvider(settings)
     return providers

@@ -6,9 +6,7 @@ using it. Timeouts and retries are explicit because the SDK's defaults are "wait
 "never retry"; the SDK retries only 429, 5xx, timeouts and refused connections, each of which a
 later attempt can fix.
 
-Images never leave at full size: they are decoded, turned upright, shrunk to
-``image_max_side`` and re-encoded (JPEG, or PNG when there is real transparency), which also
-drops EXIF and GPS metadata before the bytes go to a third party.
+Images never leave at full size (see ``backend.ai.providers.images``).
 """
 
 from __future__ import annotations
@@ -22,20 +20,19 @@ from google import genai
 from google.genai import errors, types
 
 from backend.ai.providers.base import (
-    BAD_IMAGE,
     BAD_RESPONSE,
     BLOCKED,
     PROVIDER_ERROR,
     RATE_LIMITED,
     TIMEOUT,
+    Capabilities,
     Caption,
     ProviderError,
     ProviderSettings,
 )
+from backend.ai.providers.images import prepared
 from backend.core.pixels import run_pixels
 from backend.images.validation import sniff_format
-from backend.imaging.decode import DEFAULT_MAX_PIXELS, decode
-from backend.sketches.styles import encode
 
 CAPTION_PROMPT = (
     "Write alt text for this image: one concise sentence, at most 30 words, saying what it "
@@ -64,12 +61,12 @@ _BLOCK_FINISH_REASONS = frozenset(
         "MODEL_ARMOR",
     }
 )
-_JPEG_QUALITY = 90
 _QUOTES = "\"'“”‘’«»"
 
 
 class GeminiProvider:
     name = "gemini"
+    capabilities = Capabilities(caption=True, edit=True, reference_image=True)
 
     def __init__(self, settings: ProviderSettings) -> None:
         if not settings.gemini_api_key:
@@ -98,8 +95,12 @@ class GeminiProvider:
             api_key=settings.gemini_api_key, enterprise=False, http_options=http_options
         )
 
+    def check_edit(self, prompt: str, *, with_reference: bool) -> None:
+        """Any instruction may be tried; only Gemini itself can say no."""
+        del prompt, with_reference
+
     async def caption(self, image: bytes) -> Caption:
-        data, mime_type = await run_pixels(_prepared, image, self._max_side)
+        data, mime_type = await run_pixels(prepared, image, self._max_side)
         response = await self._generate(
             self.caption_model,
             [types.Part.from_bytes(data=data, mime_type=mime_type), CAPTION_PROMPT],
@@ -116,10 +117,10 @@ class GeminiProvider:
         return Caption(text=text, model=self.caption_model)
 
     async def edit(self, image: bytes, prompt: str, reference: bytes | None = None) -> bytes:
-        data, mime_type = await run_pixels(_prepared, image, self._max_side)
+        data, mime_type = await run_pixels(prepared, image, self._max_side)
         contents: list[Any] = [_EDIT_INTRO, types.Part.from_bytes(data=data, mime_type=mime_type)]
         if reference is not None:
-            ref_data, ref_type = await run_pixels(_prepared, reference, self._max_side)
+            ref_data, ref_type = await run_pixels(prepared, reference, self._max_side)
             contents += [_REFERENCE_INTRO, types.Part.from_bytes(data=ref_data, mime_type=ref_type)]
         contents.append(f"Instruction: {prompt}")
         config = types.GenerateContentConfig(
@@ -187,29 +188,6 @@ def translate_error(exc: BaseException) -> ProviderError:
     return ProviderError(
         f"Gemini sent an unreadable answer: {type(exc).__name__}", code=BAD_RESPONSE, retryable=True
     )
-
-
-# --- images out ------------------------------------------------------------------------------
-
-
-def prepare_image(data: bytes, max_side: int) -> tuple[bytes, str]:
-    """(encoded bytes, MIME type) of ``data`` upright, at most ``max_side`` on the long side.
-
-    JPEG unless the image has pixels that are not fully opaque, then PNG. Metadata is dropped.
-    Raises ValueError on data that is not a decodable JPEG, PNG, WebP or GIF image.
-    """
-    pixels = decode(data, max_side=max_side, max_pixels=DEFAULT_MAX_PIXELS, alpha=True)
-    # A PNG saved with an alpha channel that is opaque everywhere is sent as a smaller JPEG.
-    if pixels.shape[2] == 4 and int(pixels[:, :, 3].min()) < 255:
-        return encode(pixels, "png"), "image/png"
-    return encode(pixels[:, :, :3], "jpeg", quality=_JPEG_QUALITY), "image/jpeg"
-
-
-def _prepared(data: bytes, max_side: int) -> tuple[bytes, str]:
-    try:
-        return prepare_image(data, max_side)
-    except (ValueError, OSError) as exc:
-        raise ProviderError(f"The image cannot be read: {exc}", code=BAD_IMAGE) from exc
 
 
 # --- answers in ------------------------------------------------------------------------------

@@ -33,7 +33,13 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from backend.ai.providers.base import BAD_IMAGE, UNSUPPORTED_EDIT, Caption, ProviderError
+from backend.ai.providers.base import (
+    BAD_IMAGE,
+    UNSUPPORTED_EDIT,
+    Capabilities,
+    Caption,
+    ProviderError,
+)
 from backend.core.pixels import run_pixels
 from backend.imaging.decode import DEFAULT_MAX_PIXELS, decode_probed, fit_size, probe
 from backend.sketches.styles import STYLES, encode, load, render
@@ -581,13 +587,23 @@ _ARTISTIC_WORDS = frozenset({"artistic", "detailed"})
 # Words that connect or soften instructions without asking for anything of their own.
 _FILLER = frozenset(
     """
-    a an the it its this that image photo picture pic make turn convert apply add give render
+    a an the it its it's this that image photo picture pic make turn convert apply add give render
     into to as in of and then also with style styled sketch sketched drawing painting painted
     effect filter look like version please me my bit little slightly more much very lot some
     somewhat too after afterwards finally first next colors colours color colour tone toned
+    i i'd i'm we you your just tad now for ok okay hi hello hey pls plz kindly thanks thx
     """.split()
 )
 _PHRASES = (
+    # Politeness around the request: "could you please …, thank you!" asks for nothing itself.
+    (
+        re.compile(
+            r"\b(?:thank\s+you(?:\s+(?:so|very)\s+much)?|many\s+thanks|thanks\s+a\s+lot"
+            r"|(?:could|would|can|will)\s+you|i\s+(?:would|'d|’d)\s+like"
+            r"|if\s+you\s+(?:can|could|don['’]t\s+mind)|a\s+(?:bit|little|tad)|for\s+me)\b"
+        ),
+        " ",
+    ),
     (re.compile(r"\bblack\s*(?:and|&|-and-|-|/)\s*white\b|\bb\s*[&/]\s*w\b"), " grayscale "),
     (re.compile(r"\bwater\s+colou?r\b"), " watercolor "),
     (re.compile(r"\bgr[ae]y\s*-?\s*scale\b"), " grayscale "),
@@ -602,15 +618,20 @@ class EditStep:
     method: str = "basic"
 
 
+LOCAL_CAPABILITIES = Capabilities(
+    caption=True, edit=True, reference_image=False, edits=SUPPORTED_EDITS
+)
+REFERENCE_REFUSAL = "The local provider can't use a reference image."
+
+
 def unsupported_message(unknown: Sequence[str] = ()) -> str:
+    """What an end user reads when the local provider refuses an edit: short, with examples."""
     said = ""
     if unknown:
-        said = f" (it does not know {', '.join(repr(w) for w in unknown[:5])})"
+        said = f" (it doesn't know {', '.join(repr(w) for w in unknown[:5])})"
     return (
-        f"The local provider cannot make this edit{said}. It understands: "
-        f"{'; '.join(SUPPORTED_EDITS)}; several may be combined and run in the order given, "
-        "and 'artistic' or 'detailed' picks the artistic method for the styles. For any other "
-        "edit, set GEMINI_API_KEY to enable the gemini provider."
+        f"The local provider can't make this edit{said}. Try grayscale, sepia, blur, sharpen, "
+        f"brighten, darken, invert, or a {'/'.join(STYLES)} sketch."
     )
 
 
@@ -698,6 +719,7 @@ class LocalProvider:
     name = "local"
     caption_model = LOCAL_MODEL
     edit_model = LOCAL_MODEL
+    capabilities = LOCAL_CAPABILITIES
 
     def __init__(
         self, *, face_cascade: Path | str | None = "auto", edit_max_side: int = 2048
@@ -720,17 +742,18 @@ class LocalProvider:
     def detects_faces(self) -> bool:
         return self.face_cascade is not None
 
+    def check_edit(self, prompt: str, *, with_reference: bool) -> None:
+        """Refuse, before any work, an edit this provider cannot make."""
+        if with_reference:
+            raise ProviderError(REFERENCE_REFUSAL, code=UNSUPPORTED_EDIT)
+        parse_edit(prompt)
+
     async def caption(self, image: bytes) -> Caption:
         facts = await run_pixels(self._analyse, image)
         return Caption(text=describe(facts), model=LOCAL_MODEL)
 
     async def edit(self, image: bytes, prompt: str, reference: bytes | None = None) -> bytes:
-        if reference is not None:
-            raise ProviderError(
-                "The local provider cannot combine images, so it takes no reference image; "
-                "set GEMINI_API_KEY to enable the gemini provider for edits that use one.",
-                code=UNSUPPORTED_EDIT,
-            )
+        self.check_edit(prompt, with_reference=reference is not None)
         steps = parse_edit(prompt)
         return await run_pixels(edit_image, image, steps, self.edit_max_side)
 
