@@ -86,6 +86,16 @@ class Settings(BaseSettings):
     # Unset outside prod: http://HOST:PORT of the address actually served. Required in prod.
     public_base_url: str = ""
 
+    # Delivery (signed transformation URLs). Keys are "kid:secret,kid2:secret2", the first mints;
+    # unset, one key ("k0") is derived from SECRET_KEY.
+    delivery_keys: SecretStr | None = None
+    delivery_max_side: int = Field(default=4096, ge=16, le=16384)
+    delivery_max_pixels: int = Field(default=16_000_000, ge=256)
+    delivery_default_quality: int = Field(default=80, ge=1, le=100)
+    delivery_max_expires_in: int = Field(default=365 * 24 * 3600, ge=60)
+    # How long a request waits for another instance rendering the same variant.
+    delivery_render_wait_seconds: float = Field(default=30.0, gt=0)
+
     # AI. Gemini is used when GEMINI_API_KEY is set; the local provider is always there.
     gemini_base_url: str | None = Field(
         default=None, validation_alias=_env("GOOGLE_GEMINI_BASE_URL")

@@ -24,6 +24,8 @@ from backend.core.logging import configure_logging
 from backend.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from backend.core.proxy import TrustedProxyMiddleware
 from backend.core.textfit import text_fit
+from backend.delivery.router import bind_link_settings
+from backend.delivery.router import router as delivery_router
 from backend.images.router import router as images_router
 from backend.ops.router import router as ops_router
 from backend.realtime.router import router as realtime_router
@@ -104,11 +106,12 @@ def create_app(
     app.include_router(auth_router)
     app.include_router(admin_router)
     app.include_router(tasks_router)
-    app.include_router(images_router)
+    app.include_router(images_router, dependencies=[Depends(bind_link_settings)])
     app.include_router(sketches_router)
     app.include_router(ai_router)
     app.include_router(batches_router)
     app.include_router(storage_router)
+    app.include_router(delivery_router)
     app.include_router(realtime_router)
 
     # The bundled web app: plain files, no build step. "no-cache" means revalidate (StaticFiles

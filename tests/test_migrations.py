@@ -33,6 +33,7 @@ TABLES = {
     "batches",
     "batch_items",
     "webhook_deliveries",
+    "delivery_derivatives",
 }
 
 

@@ -139,7 +139,7 @@ async def batch_items(
                 error=item.error,
                 error_code=item.error_code,
                 image_id=item.image_id,
-                output_url=service.output_url(resources.settings, item)
+                output_url=service.output_url(resources.settings, item, quality=batch.quality)
                 if item.status == ItemStatus.succeeded
                 else None,
                 output_bytes=item.output_bytes,

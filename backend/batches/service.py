@@ -17,6 +17,7 @@ from backend.batches.models import Batch, BatchItem, ItemStatus
 from backend.config import Settings
 from backend.core.errors import AppError, NotFound
 from backend.core.pagination import PageParams, make_page, newest_first
+from backend.delivery import service as delivery
 from backend.tasks import service as tasks
 from backend.tasks.models import Task, TaskStatus
 from backend.tasks.queue import TaskQueue
@@ -178,7 +179,11 @@ async def items_of(session: AsyncSession, batch: Batch) -> list[BatchItem]:
     return list(await session.scalars(stmt))
 
 
-def output_url(settings: Settings, item: BatchItem) -> str:
+def output_url(settings: Settings, item: BatchItem, *, quality: int) -> str:
+    """A signed delivery URL (opens without cookies anywhere: shop fronts, feeds, e-mails) of
+    the item's image as a JPEG at the batch's quality; the cookie route once the image is gone."""
+    if item.image_id is not None:
+        return delivery.image_url(settings, item.image_id, fmt="jpeg", quality=quality)
     return f"{settings.public_base_url}/api/batches/{item.batch_id}/items/{item.id}/output"
 
 
@@ -194,7 +199,11 @@ def output_csv(batch: Batch, items: list[BatchItem], settings: Settings) -> byte
     )
     outputs: dict[int, list[str | None]] = {}
     for item in items:
-        url = output_url(settings, item) if item.status == ItemStatus.succeeded else None
+        url = (
+            output_url(settings, item, quality=batch.quality)
+            if item.status == ItemStatus.succeeded
+            else None
+        )
         outputs.setdefault(item.line, []).append(url)
     return csvio.write_output(parsed, outputs)
 

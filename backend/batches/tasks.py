@@ -20,7 +20,13 @@ from backend.batches import webhooks
 from backend.batches.fetch import FetchError, post_json
 from backend.batches.fetch import fetch_image as fetch
 from backend.batches.models import Batch, BatchItem, ItemStatus, WebhookDelivery
-from backend.batches.service import fetch_policy, item_counts, webhook_secret
+from backend.batches.service import (
+    fetch_policy,
+    item_counts,
+    items_of,
+    output_url,
+    webhook_secret,
+)
 from backend.core.db import commit, utcnow
 from backend.core.pixels import run_pixels
 from backend.core.resources import Resources
@@ -136,6 +142,20 @@ async def _notify(
         "finished_at": finished_at,
     }
     settings = resources.settings
+    async with resources.db.sessionmaker() as session:
+        # Each URL's outcome, with a delivery URL for each output (no cookies needed).
+        payload["items"] = [
+            {
+                "line": item.line,
+                "url": item.url,
+                "status": item.status,
+                "error_code": item.error_code,
+                "output_url": output_url(settings, item, quality=batch.quality)
+                if item.status == ItemStatus.succeeded
+                else None,
+            }
+            for item in await items_of(session, batch)
+        ]
     send = partial(_send, policy=fetch_policy(settings))
     attempts = await webhooks.deliver(
         batch.webhook_url,

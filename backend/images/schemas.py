@@ -69,6 +69,10 @@ class ImageOut(BaseModel):
     caption: str | None
     caption_model: str | None
     thumbnails: Thumbnails | None
+    delivery: dict[str, str] | None = Field(
+        default=None,
+        description="Signed URLs (no cookies needed) of the image by size: small, medium, large",
+    )
     source: str
     parent_id: uuid.UUID | None
     created_at: datetime

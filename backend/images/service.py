@@ -400,6 +400,28 @@ async def get_image(session: AsyncSession, *, user_id: uuid.UUID, image_id: uuid
     return image
 
 
+async def find_image(session: AsyncSession, image_id: uuid.UUID) -> Image | None:
+    """Any user's image: for features whose access rule is not the session's user (a signed
+    delivery URL)."""
+    return await session.get(Image, image_id)
+
+
+# Features that add links to an image's resource (signed delivery URLs) register here.
+ImageLinks = Callable[[Image, Blob | None], dict[str, str] | None]
+_image_links: list[ImageLinks] = []
+
+
+def register_image_links(links: ImageLinks) -> None:
+    _image_links.append(links)
+
+
+def _links(image: Image, blob: Blob | None) -> dict[str, str] | None:
+    found: dict[str, str] = {}
+    for links in _image_links:
+        found.update(links(image, blob) or {})
+    return found or None
+
+
 async def blob_of(session: AsyncSession, image: Image) -> Blob | None:
     return await session.get(Blob, image.blob_id) if image.blob_id else None
 
@@ -424,6 +446,7 @@ def to_out(image: Image, blob: Blob | None) -> ImageOut:
         caption=image.caption,
         caption_model=image.caption_model,
         thumbnails=thumbnails,
+        delivery=_links(image, blob),
         source=image.source,
         parent_id=image.parent_id,
         created_at=image.created_at,

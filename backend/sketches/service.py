@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from sqlalchemy import select
@@ -115,6 +116,21 @@ async def get_sketch(session: AsyncSession, *, user_id: uuid.UUID, sketch_id: uu
     return sketch
 
 
+async def find_sketch(session: AsyncSession, sketch_id: uuid.UUID) -> Sketch | None:
+    """Any user's sketch: for features whose access rule is not the session's user."""
+    return await session.get(Sketch, sketch_id)
+
+
+# Features that store objects derived from a sketch (delivery variants) register how to find
+# them, so deleting the sketch removes those bytes too.
+DerivedKeys = Callable[[AsyncSession, uuid.UUID], Awaitable[list[str]]]
+_derived_keys: list[DerivedKeys] = []
+
+
+def register_derived_keys(finder: DerivedKeys) -> None:
+    _derived_keys.append(finder)
+
+
 async def sketch_out(session: AsyncSession, sketch: Sketch) -> SketchOut:
     task = await session.get(Task, sketch.task_id) if sketch.task_id else None
     return to_out(sketch, task)
@@ -147,13 +163,15 @@ async def delete_sketch(
         if task is not None and not task.status.finished:
             # The worker finds the sketch gone at its next step and stops there.
             await tasks.cancel_task(session, redis, user_id=user_id, task_id=task.id)
-    key = sketch.result_key
+    keys = [sketch.result_key] if sketch.result_key is not None else []
+    for finder in _derived_keys:
+        keys.extend(await finder(session, sketch.id))
     await session.delete(sketch)
     await session.flush()
-    if key is not None:
+    if keys:
 
         async def remove_result() -> None:
-            await storage.delete(key)
+            await storage.delete_many(keys)
 
         on_commit(session, remove_result)
 

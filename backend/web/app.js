@@ -150,9 +150,17 @@ function altText(image) {
   return image.caption || `Photo ${image.original_name}`;
 }
 
+// Signed delivery URLs (no cookies, CDN-cacheable, AVIF/WebP by Accept) at 200/800/1600 px,
+// so the browser picks the size the layout and screen need; the cookie thumbnail otherwise.
+function responsive(image, fallback, sizes) {
+  const d = image.delivery;
+  if (!d) return { src: fallback };
+  return { src: d.medium, srcset: `${d.small} 200w, ${d.medium} 800w, ${d.large} 1600w`, sizes };
+}
+
 function imageCard(image) {
   const thumb = image.thumbnails
-    ? h("img.thumb", { src: image.thumbnails.small, alt: altText(image), loading: "lazy" })
+    ? h("img.thumb", { ...responsive(image, image.thumbnails.small, "(max-width: 600px) 50vw, 260px"), alt: altText(image), loading: "lazy" })
     : h("div.thumb.placeholder", { "aria-hidden": "true" }, image.status === "failed" ? "!" : "…");
   return h("li.card.image", { "data-id": image.id, "data-status": image.status },
     h("a.cover", { href: `#/image/${image.id}`, "aria-label": `Open ${image.original_name}` }, thumb),
@@ -294,7 +302,7 @@ function imageView(id) {
     const before = image.thumbnails?.medium;
     const header = h("div.image-head");
     const renderHeader = () => fill(header,
-      before ? h("img.hero", { src: before, alt: altText(image) }) : h("div.hero.placeholder", "No preview yet"),
+      before ? h("img.hero", { ...responsive(image, before, "(max-width: 900px) 100vw, 900px"), alt: altText(image) }) : h("div.hero.placeholder", "No preview yet"),
       h("div",
         h("div.row", h("h1.name", image.original_name), badge(image.status)),
         image.caption ? h("p.caption", image.caption, h("span.muted", ` — ${image.caption_model}`)) : h("p.muted", "No caption yet."),

@@ -172,6 +172,11 @@ async def test_batch_end_to_end(live: Live) -> None:
     assert out.format == "JPEG"
     assert out.size == (400, 300)
     assert len(compressed.content) < len(jpeg(1))  # quality 40 against the quality-95 input
+    # They are signed delivery URLs: they open without cookies.
+    async with httpx.AsyncClient(base_url=live.base) as anonymous:
+        again = await anonymous.get(urlsplit(first_outputs[0].strip()).path)
+    assert again.status_code == 200
+    assert again.content == compressed.content
 
     images = (await c.get("/api/images")).json()["items"]
     assert sorted(i["source"] for i in images) == ["batch"] * 3
@@ -189,6 +194,9 @@ async def test_batch_end_to_end(live: Live) -> None:
         2,
         5,
     )
+    outputs = [i["output_url"] for i in payload["items"] if i["status"] == "succeeded"]
+    assert first_outputs[0].strip() in outputs
+    assert len(outputs) == 3
 
 
 async def test_webhook_is_retried_and_attempts_recorded(live: Live) -> None:

@@ -1,0 +1,1 @@
+"""Signed transformation URLs: mint, verify, render, cache and serve derived images."""
