@@ -8,7 +8,7 @@ import getpass
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from backend.config import ConfigError, get_settings
 
@@ -24,6 +24,12 @@ def _configure_logging() -> None:
     configure_logging(settings.log_level, json=settings.log_json)
     if settings.log_json:
         install_exception_hooks()
+
+
+# httptools buffers request headers without any bound (40 MB of headers were accepted); h11
+# refuses a request line plus headers past this size, answering 400 and closing.
+MAX_HEADER_BYTES = 64 * 1024
+HTTP_LIMITS: dict[str, Any] = {"http": "h11", "h11_max_incomplete_event_size": MAX_HEADER_BYTES}
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -61,6 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
         # Cloud Run sends SIGTERM and kills 10 s later: uvicorn closes sockets with 1012
         # (service restart, a reconnect hint) and gives requests this long to finish.
         timeout_graceful_shutdown=8,
+        **HTTP_LIMITS,
     )
     return 0
 

@@ -21,8 +21,9 @@ from backend.composition import AppResources
 from backend.config import Settings, get_settings
 from backend.core.errors import PROBLEM_JSON, Problem, install_error_handlers
 from backend.core.logging import configure_logging
-from backend.core.middleware import RequestContextMiddleware
+from backend.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from backend.core.proxy import TrustedProxyMiddleware
+from backend.core.textfit import text_fit
 from backend.delivery.router import bind_link_settings
 from backend.delivery.router import router as delivery_router
 from backend.images.router import router as images_router
@@ -65,6 +66,11 @@ def create_app(
         version=settings.version,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Starlette builds slash redirects from the Host header (an open redirect when a proxy
+        # forwards any Host); every documented path is matched exactly instead.
+        redirect_slashes=False,
+        # NUL and lone surrogates are refused for every route here, not per endpoint.
+        dependencies=[Depends(text_fit)],
     )
     app.state.resources = resources
     install_error_handlers(app)
@@ -82,6 +88,13 @@ def create_app(
             "Idempotency-Key",
         ],
         expose_headers=["X-Request-ID", "Retry-After"],
+    )
+    # Multipart framing (boundaries, part headers, the signed form's fields) on top of a file.
+    multipart_overhead = 64 * 1024
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_multipart=max(settings.max_upload_bytes, settings.batch_max_csv_bytes)
+        + multipart_overhead,
     )
     # Just inside the request context: the client address is settled before anything reads
     # it, and bound to the request's log lines.

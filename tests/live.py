@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -14,8 +15,9 @@ from tests.servers import free_port
 
 
 @asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """Serve ``app`` on a free loopback port; yields the base URL (``http://127.0.0.1:PORT``)."""
+async def serve(app: FastAPI, **options: Any) -> AsyncIterator[str]:
+    """Serve ``app`` on a free loopback port; yields the base URL (``http://127.0.0.1:PORT``).
+    ``options`` are more ``uvicorn.Config`` arguments (``atelier serve``'s HTTP limits…)."""
     port = free_port()
     config = uvicorn.Config(
         app,
@@ -25,6 +27,7 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
         access_log=False,
         lifespan="on",
         ws="websockets-sansio",
+        **options,
     )
     server = uvicorn.Server(config)
     # The test process must keep its own signal handlers (pytest's Ctrl-C).

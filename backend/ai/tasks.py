@@ -20,6 +20,7 @@ from backend.core.db import commit
 from backend.core.resources import Resources
 from backend.images import service as images
 from backend.images.models import Blob, Image
+from backend.images.originals import OriginalChanged, read_original
 from backend.images.validation import sniff_format
 from backend.storage.base import ObjectNotFound
 from backend.tasks.registry import TaskContext, TaskError, task
@@ -49,10 +50,16 @@ async def _original(resources: Resources, image_id: uuid.UUID) -> tuple[Image, B
     if image is None or blob is None:
         raise TaskError("The image is gone.", code="ai.image_gone", retry=False)
     try:
-        data = await resources.storage.get(blob.storage_key)
+        data = await read_original(resources.storage, blob)
     except ObjectNotFound:
         raise TaskError(
             "The original is missing from storage.", code="ai.original_missing", retry=False
+        ) from None
+    except OriginalChanged:
+        raise TaskError(
+            "The stored original is not the file that was accepted.",
+            code="ai.original_changed",
+            retry=False,
         ) from None
     return image, blob, data
 

@@ -14,7 +14,9 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import ColumnElement, DateTime, MetaData, event, func, text
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -81,6 +83,30 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _begin_before_savepoint(conn: Connection, _name: str) -> None:
+    # pysqlite opens a transaction only before INSERT/UPDATE/DELETE, so a SAVEPOINT issued
+    # first became the outermost transaction and its RELEASE committed (an Idempotency-Key
+    # claim stayed behind after its request failed). An explicit BEGIN makes the savepoint
+    # nested, as on Postgres. SQLAlchemy's recipe of BEGIN for every transaction is not used:
+    # in WAL mode a transaction that read first then writes fails at once (SQLITE_BUSY_SNAPSHOT)
+    # when another connection committed meanwhile; reads outside a transaction avoid that.
+    driver = conn.connection.driver_connection
+    if driver is not None and not driver.in_transaction:
+        conn.exec_driver_sql("BEGIN")
+
+
+async def insert_ignoring_conflict(
+    session: AsyncSession, model: type[Base], values: dict[str, Any], *, unique: list[str]
+) -> None:
+    """INSERT … ON CONFLICT (``unique``) DO NOTHING on Postgres and SQLite alike: a concurrent
+    insert of the same row waits for the other to commit, then leaves its row in place."""
+    dialect = session.get_bind().dialect.name
+    insert = sqlite_insert if dialect == "sqlite" else pg_insert
+    await session.execute(
+        insert(model).values(**values).on_conflict_do_nothing(index_elements=unique)
+    )
+
+
 def seconds_between(
     session: AsyncSession, start: QueryableAttribute[Any], end: QueryableAttribute[Any]
 ) -> ColumnElement[Any]:
@@ -103,6 +129,7 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 2) -> Asy
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "savepoint", _begin_before_savepoint)
         return engine
     connect_args: dict[str, Any] = {}
     if parsed.get_driver_name() == "asyncpg":

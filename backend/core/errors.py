@@ -96,6 +96,15 @@ class TooManyRequests(AppError):
         self.extra.setdefault("retry_after", retry_after)
 
 
+class RequestTooLarge(StarletteHTTPException):
+    """A body past its bound; an HTTP exception so that body parsing passes it on unchanged."""
+
+    code = "request.too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The request body is larger than the limit of {limit} bytes.")
+
+
 def problem_response(
     status: int,
     code: str,
@@ -157,7 +166,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = _HTTP_CODES.get(exc.status_code, f"http.{exc.status_code}")
+    code = getattr(exc, "code", None) or _HTTP_CODES.get(exc.status_code, f"http.{exc.status_code}")
     detail = exc.detail if isinstance(exc.detail, str) else None
     return problem_response(exc.status_code, code, detail, headers=exc.headers)
 

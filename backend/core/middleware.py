@@ -14,7 +14,7 @@ import structlog
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.core.errors import problem_response
+from backend.core.errors import RequestTooLarge, problem_response
 from backend.core.logging import cloud_trace
 from backend.ops.metrics import REQUEST_COUNT, REQUEST_LATENCY
 
@@ -97,3 +97,49 @@ class RequestContextMiddleware:
                 status=status,
                 duration_ms=round(elapsed * 1000, 2),
             )
+
+
+# JSON and form bodies are small by nature; only file uploads (multipart) may be large.
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class BodyLimitMiddleware:
+    """Refuse a body past its bound before reading it: by ``Content-Length`` up front, and by
+    counting what arrives for a chunked body. Multipart bodies get the larger ``max_multipart``
+    (the endpoints that take files check their own, tighter, limits on top)."""
+
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int = MAX_BODY_BYTES, max_multipart: int
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_multipart = max_multipart
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        content_type = (_header(scope, b"content-type") or "").lower()
+        limit = self.max_multipart if content_type.startswith("multipart/") else self.max_bytes
+        declared = _header(scope, b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            # Answered without a single receive(): nothing of the body is read.
+            response = problem_response(
+                413,
+                RequestTooLarge.code,
+                f"The request body is larger than the limit of {limit} bytes.",
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise RequestTooLarge(limit)
+            return message
+
+        await self.app(scope, counting_receive, send)

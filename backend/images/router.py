@@ -17,6 +17,7 @@ from backend.core.resources import ResourcesDep
 from backend.images import service
 from backend.images.models import ImageStatus
 from backend.images.schemas import ConfirmIn, ImageOut, PresignIn, PresignOut, Stats
+from backend.images.validation import ValidationFailure
 from backend.storage.responses import object_response
 
 router = APIRouter(tags=["images"], responses=problem_responses(401))
@@ -126,15 +127,17 @@ async def upload_direct(
 ) -> ImageOut:
     """Direct upload for server clients and small files: multipart ``file``."""
     limit = ingest.settings.max_upload_bytes
+    too_large = ValidationFailure(
+        "upload.too_large", f"The file is larger than the limit of {limit} bytes."
+    )
     # The server enforces Content-Length on the body, so checking it bounds what is read;
     # nothing is parsed (or spooled to disk) for a request that is too large.
     if content_length is None:
         raise AppError("Send a Content-Length header.", code="upload.length_required", status=411)
     if content_length > limit + MULTIPART_OVERHEAD:
-        raise AppError(
-            f"The file is larger than the limit of {limit} bytes.",
-            code="upload.too_large",
-            status=413,
+        # Refused unread, so under no name; still recorded like every refused upload.
+        raise await service.refuse(
+            session, user=user, filename="", failure=too_large, size=None, status=413
         )
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
@@ -150,13 +153,23 @@ async def upload_direct(
             )
         data = await file.read(limit + 1)
         if len(data) > limit:
-            raise AppError(
-                f"The file is larger than the limit of {limit} bytes.",
-                code="upload.too_large",
+            raise await service.refuse(
+                session,
+                user=user,
+                filename=file.filename or "",
+                failure=too_large,
+                size=None,
                 status=413,
             )
         declared = (file.content_type or "").split(";")[0].strip().lower()
-        name = service.validate_declared(file.filename or "", declared, len(data), max_bytes=limit)
+        name = await service.validate_declared(
+            session,
+            user=user,
+            filename=file.filename or "",
+            content_type=declared,
+            size_bytes=len(data),
+            max_bytes=limit,
+        )
         image = await service.ingest(
             session, ingest, user=user, data=data, filename=name, content_type=declared
         )
@@ -226,7 +239,7 @@ async def thumbnail(
     "/api/images/{image_id}/download",
     status_code=status.HTTP_307_TEMPORARY_REDIRECT,
     response_class=RedirectResponse,
-    responses=problem_responses(404, 422),
+    responses=problem_responses(404, 409, 422),
 )
 async def download(
     image_id: uuid.UUID, user: CurrentUser, session: SessionDep, resources: ResourcesDep
@@ -235,6 +248,17 @@ async def download(
     blob = await service.blob_of(session, image)
     if blob is None:
         raise AppError("A failed upload has no file to download.", code="image.no_file", status=404)
+    # The redirect hands the bytes out unseen, so at least their size is checked first (the key
+    # is written by the server only; this catches a storage that changed under the record).
+    stored = await resources.storage.head(blob.storage_key)
+    if stored is None:
+        raise AppError("The original is missing.", code="image.original_missing", status=404)
+    if stored.size != blob.size_bytes:
+        raise AppError(
+            "The stored original is not the file that was accepted.",
+            code="image.original_changed",
+            status=409,
+        )
     url = await resources.storage.presign_get(
         blob.storage_key,
         expires_in=resources.settings.download_url_ttl_seconds,

@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import PurePosixPath
 from typing import Any
 
 import structlog
@@ -16,18 +15,30 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth.models import User
 from backend.config import Settings
-from backend.core.db import commit, on_commit, seconds_between, utcnow
+from backend.core.db import commit, insert_ignoring_conflict, on_commit, seconds_between, utcnow
 from backend.core.errors import AppError, Conflict, NotFound
 from backend.core.pagination import PageParams, make_page, newest_first
 from backend.core.pixels import run_pixels
 from backend.core.resources import Resources
 from backend.images.metadata import Metadata, extract
 from backend.images.models import Blob, Image, ImageStatus, Upload
+from backend.images.originals import original_key, staging_key
 from backend.images.schemas import Exif, ImageOut, Stats, Thumbnails
 from backend.images.tasks import thumbnail_key
 from backend.images.thumbnails import SIZES
-from backend.images.validation import ValidationFailure, check_declared, inspect
-from backend.storage.base import ObjectNotFound, ObjectTooLarge, PresignedPost, Storage
+from backend.images.validation import (
+    ValidationFailure,
+    check_declared,
+    inspect,
+    sanitize_filename,
+)
+from backend.storage.base import (
+    ObjectNotFound,
+    ObjectTooLarge,
+    PresignedPost,
+    Storage,
+    StorageError,
+)
 from backend.tasks import service as tasks
 from backend.tasks.deps import task_queue
 from backend.tasks.queue import TaskQueue
@@ -55,12 +66,60 @@ def _rejected(failure: ValidationFailure, image_id: uuid.UUID | None = None) -> 
     return UploadRejected(failure.message, code=failure.code, **extra)
 
 
-def validate_declared(filename: str, content_type: str, size_bytes: int, *, max_bytes: int) -> str:
-    """The checks on what the client says before any byte is accepted: the safe file name."""
+# Postgres ``integer``: a declared size past it is kept as unknown rather than overflowing.
+_MAX_RECORDED_SIZE = 2**31 - 1
+
+
+def _recorded_name(filename: str) -> str:
+    """What the user called a refused file, fit for the record (and for display)."""
+    try:
+        return sanitize_filename(filename)
+    except ValidationFailure:
+        return "unnamed"
+
+
+async def refuse(
+    session: AsyncSession,
+    *,
+    user: User,
+    filename: str,
+    failure: ValidationFailure,
+    size: int | None,
+    status: int = 422,
+) -> UploadRejected:
+    """Record a refused upload as a failed image (it counts in stats and is listed under
+    ``status=failed``), commit that record, and return the error naming it."""
+    image = await _record_failure(
+        session,
+        user=user,
+        name=_recorded_name(filename),
+        failure=failure,
+        size=size if size is not None and 0 <= size <= _MAX_RECORDED_SIZE else None,
+    )
+    # Committed although the answer is an error: the request's own rollback must not undo it.
+    await commit(session)
+    rejected = _rejected(failure, image.id)
+    rejected.status = status
+    return rejected
+
+
+async def validate_declared(
+    session: AsyncSession,
+    *,
+    user: User,
+    filename: str,
+    content_type: str,
+    size_bytes: int,
+    max_bytes: int,
+) -> str:
+    """The checks on what the client says before any byte is accepted: the safe file name.
+    A refusal is recorded as a failed image."""
     try:
         return check_declared(filename, content_type, size_bytes, max_bytes=max_bytes)
     except ValidationFailure as failure:
-        raise _rejected(failure) from None
+        raise await refuse(
+            session, user=user, filename=filename, failure=failure, size=size_bytes
+        ) from None
 
 
 # Features that start work on every new image (auto-captioning…) register here; images does not
@@ -102,8 +161,13 @@ async def create_upload(
     size_bytes: int,
 ) -> tuple[Upload, PresignedPost]:
     settings = deps.settings
-    safe_name = validate_declared(
-        filename, content_type, size_bytes, max_bytes=settings.max_upload_bytes
+    safe_name = await validate_declared(
+        session,
+        user=user,
+        filename=filename,
+        content_type=content_type,
+        size_bytes=size_bytes,
+        max_bytes=settings.max_upload_bytes,
     )
     upload = Upload(
         id=uuid.uuid4(),
@@ -114,8 +178,8 @@ async def create_upload(
         expires_at=utcnow() + timedelta(seconds=settings.upload_url_ttl_seconds),
         storage_key="",
     )
-    # The key is ours, never derived from the client's file name.
-    upload.storage_key = f"uploads/{user.id}/{upload.id}{PurePosixPath(safe_name).suffix.lower()}"
+    # The only key a form can write: never read after confirm (see ``staging_key``).
+    upload.storage_key = staging_key(user.id, upload.id)
     session.add(upload)
     await session.flush()
     # Pinned to the declared size: the browser knows the exact size of the file it sends.
@@ -136,9 +200,12 @@ async def confirm_upload(
         raise UploadNotFound("No such upload.")
     if upload.confirmed_at is not None:
         raise Conflict("This upload was already confirmed.", code="upload.already_confirmed")
+    staged = upload.storage_key
     try:
+        # The one read of the staged object: these bytes are validated and stored, whatever a
+        # replayed form writes to the staging key afterwards.
         data: bytes | None = await deps.storage.get(
-            upload.storage_key, max_bytes=deps.settings.max_upload_bytes
+            staged, max_bytes=min(upload.max_bytes, deps.settings.max_upload_bytes)
         )
     except ObjectNotFound:
         raise Conflict(
@@ -147,6 +214,7 @@ async def confirm_upload(
     except ObjectTooLarge:
         data = None  # outside the policy's range; only a misbehaving storage lets this through
     upload.confirmed_at = utcnow()
+    _remove_after_commit(session, deps.storage, staged)
 
     def link(image_id: uuid.UUID) -> None:
         upload.image_id = image_id
@@ -154,13 +222,7 @@ async def confirm_upload(
     if data is None:
         failure = ValidationFailure("upload.too_large", "The file is larger than allowed.")
         image = await _record_failure(
-            session,
-            deps,
-            user=user,
-            name=upload.filename,
-            failure=failure,
-            size=None,
-            key=upload.storage_key,
+            session, user=user, name=upload.filename, failure=failure, size=None
         )
         link(image.id)
         await commit(session)
@@ -172,22 +234,30 @@ async def confirm_upload(
         data=data,
         filename=upload.filename,
         content_type=upload.content_type,
-        stored_key=upload.storage_key,
         on_failure=link,
     )
     link(image.id)
     return image
 
 
+def _remove_after_commit(session: AsyncSession, storage: Storage, key: str) -> None:
+    async def remove() -> None:
+        try:
+            await storage.delete(key)
+        except StorageError as exc:
+            # Committed already: a leftover staging object is never read, so only log it.
+            log.warning("staging_delete_failed", key=key, error=str(exc))
+
+    on_commit(session, remove)
+
+
 async def _record_failure(
     session: AsyncSession,
-    deps: Deps,
     *,
     user: User,
     name: str,
     failure: ValidationFailure,
     size: int | None,
-    key: str | None,
 ) -> Image:
     image = Image(
         user_id=user.id,
@@ -200,9 +270,6 @@ async def _record_failure(
     )
     session.add(image)
     await session.flush()
-    if key is not None:
-        # An invalid object never stays in storage, whoever might later guess its key.
-        await deps.storage.delete(key)
     log.info("upload_rejected", code=failure.code, image_id=str(image.id))
     return image
 
@@ -215,13 +282,13 @@ async def ingest(
     data: bytes,
     filename: str,
     content_type: str,
-    stored_key: str | None = None,
     source: str = "upload",
     parent_id: uuid.UUID | None = None,
     on_failure: Callable[[uuid.UUID], None] | None = None,
 ) -> Image:
     """Validate bytes, share storage with an identical earlier upload, record the image and
-    start its thumbnails. ``stored_key`` is where the bytes already are (presigned flow)."""
+    start its thumbnails. The original is stored under its content-addressed key only after
+    validation; an invalid file is never stored."""
     settings = deps.settings
     try:
         await run_pixels(
@@ -234,7 +301,7 @@ async def ingest(
         meta: Metadata = await run_pixels(extract, data)
     except ValidationFailure as failure:
         image = await _record_failure(
-            session, deps, user=user, name=filename, failure=failure, size=len(data), key=stored_key
+            session, user=user, name=filename, failure=failure, size=len(data)
         )
         if on_failure is not None:
             on_failure(image.id)
@@ -242,30 +309,9 @@ async def ingest(
         await commit(session)
         raise _rejected(failure, image.id) from None
 
-    blob = await session.scalar(
-        select(Blob).where(Blob.user_id == user.id, Blob.sha256 == meta.sha256).with_for_update()
+    blob = await _shared_blob(
+        session, deps, user=user, data=data, meta=meta, content_type=content_type
     )
-    if blob is None:
-        key = stored_key or f"originals/{user.id}/{meta.sha256}.{meta.format}"
-        if stored_key is None:
-            await deps.storage.put(key, data, content_type=content_type)
-        blob = Blob(
-            user_id=user.id,
-            sha256=meta.sha256,
-            storage_key=key,
-            content_type=content_type,
-            format=meta.format,
-            size_bytes=meta.size_bytes,
-            width=meta.width,
-            height=meta.height,
-            exif=meta.exif,
-        )
-        session.add(blob)
-        await session.flush()
-    elif stored_key is not None and stored_key != blob.storage_key:
-        # Same bytes as an earlier upload: keep one copy.
-        await deps.storage.delete(stored_key)
-
     ready = bool(blob.thumbnails)
     now = utcnow()
     image = Image(
@@ -293,6 +339,57 @@ async def ingest(
     for hook in _after_ingest:
         await hook(session, deps, image)
     return image
+
+
+async def _shared_blob(
+    session: AsyncSession,
+    deps: Deps,
+    *,
+    user: User,
+    data: bytes,
+    meta: Metadata,
+    content_type: str,
+) -> Blob:
+    """The user's blob for these bytes, created (and the original stored) if new."""
+    # Locked, so a concurrent delete of the last image cannot remove the blob under this one.
+    same = (
+        select(Blob)
+        .where(Blob.user_id == user.id, Blob.sha256 == meta.sha256)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    # A second pass only when a concurrent delete removed the blob between insert and read.
+    for _ in range(2):
+        blob = await session.scalar(same)
+        if blob is not None:
+            return blob
+        key = original_key(user.id, meta.sha256, meta.format)
+        # Same key, same bytes: writing it again (a concurrent twin, a retry) changes nothing.
+        await deps.storage.put(key, data, content_type=content_type)
+        # Identical uploads at once race to create the blob: the loser's insert does nothing
+        # (no IntegrityError) and then reads the winner's row.
+        await insert_ignoring_conflict(
+            session,
+            Blob,
+            {
+                "id": uuid.uuid4(),
+                "created_at": utcnow(),
+                "user_id": user.id,
+                "sha256": meta.sha256,
+                "storage_key": key,
+                "content_type": content_type,
+                "format": meta.format,
+                "size_bytes": meta.size_bytes,
+                "width": meta.width,
+                "height": meta.height,
+                "exif": meta.exif,
+            },
+            unique=["user_id", "sha256"],
+        )
+    blob = await session.scalar(same)
+    if blob is None:
+        raise Conflict("The same file was being deleted; upload it again.", code="upload.retry")
+    return blob
 
 
 async def get_image(session: AsyncSession, *, user_id: uuid.UUID, image_id: uuid.UUID) -> Image:

@@ -15,6 +15,7 @@ from backend.core.db import commit, utcnow
 from backend.core.pixels import run_pixels
 from backend.core.resources import Resources
 from backend.images.models import Blob, Image, ImageStatus
+from backend.images.originals import OriginalChanged, read_original
 from backend.images.thumbnails import SIZES, render_thumbnails
 from backend.storage.base import ObjectNotFound
 from backend.tasks.registry import TaskCanceled, TaskContext, TaskError, task
@@ -73,13 +74,19 @@ async def _render_and_store(ctx: TaskContext, blob: Blob) -> dict[str, str]:
     storage = ctx.resources.storage
     await ctx.progress(10, "reading the original")
     try:
-        original = await storage.get(blob.storage_key)
+        original = await read_original(storage, blob)
     except ObjectNotFound:
         if not await _blob_exists(ctx.resources, blob.id):
             # The image was deleted meanwhile: not a failure the user should see.
             raise TaskCanceled() from None
         raise TaskError(
             "The original is missing from storage.", code="thumbnails.original_missing", retry=False
+        ) from None
+    except OriginalChanged:
+        raise TaskError(
+            "The stored original is not the file that was accepted.",
+            code="thumbnails.original_changed",
+            retry=False,
         ) from None
     await ctx.progress(30, "rendering")
     try:

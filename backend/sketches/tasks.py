@@ -14,6 +14,7 @@ from sqlalchemy import update
 from backend.core.db import commit
 from backend.core.pixels import run_pixels
 from backend.images.models import Blob, Image
+from backend.images.originals import OriginalChanged, read_original
 from backend.sketches.models import Sketch
 from backend.sketches.service import CONTENT_TYPES, result_key
 from backend.sketches.styles import SketchParams, encode, load, output_format, render
@@ -40,10 +41,16 @@ async def make_sketch(ctx: TaskContext) -> dict[str, Any]:
     fmt = output_format(sketch.style, params)
     await ctx.progress(5, "reading the original")
     try:
-        original = await resources.storage.get(blob.storage_key)
+        original = await read_original(resources.storage, blob)
     except ObjectNotFound:
         raise TaskError(
             "The original is missing from storage.", code="sketch.original_missing", retry=False
+        ) from None
+    except OriginalChanged:
+        raise TaskError(
+            "The stored original is not the file that was accepted.",
+            code="sketch.original_changed",
+            retry=False,
         ) from None
     started = time.perf_counter()
     await ctx.progress(20, "decoding")

@@ -59,6 +59,13 @@ class Idempotency:
                 "This Idempotency-Key was already used for a different request.",
                 code="idempotency.key_reused",
             )
+        if row.status_code == 0:
+            # A claim without an answer yet: never "replay" it as an empty, statusless response.
+            raise IdempotencyError(
+                "A request with this Idempotency-Key is still in progress.",
+                code="idempotency.in_progress",
+                status=409,
+            )
         return JSONResponse(row.body, status_code=row.status_code, headers={REPLAY_HEADER: "true"})
 
     async def respond(
@@ -85,7 +92,7 @@ class Idempotency:
         except IntegrityError:
             # A concurrent request with this key committed first: answer as it did.
             row = await self._existing()
-            if row is None or row.status_code == 0:
+            if row is None:
                 raise IdempotencyError(
                     "A request with this Idempotency-Key is still in progress.",
                     code="idempotency.in_progress",

@@ -135,7 +135,9 @@ async def test_auto_caption_after_upload(make_live_app: AppFactory) -> None:
         ("", "ai.prompt_empty"),
         ("   \n\t ", "ai.prompt_empty"),
         ("x" * 2001, "ai.prompt_too_long"),
-        ("make it\x00 sepia", "ai.prompt_invalid"),
+        # NUL is refused for every string field by the app-wide text check, before the prompt's.
+        ("make it\x00 sepia", "request.validation"),
+        ("make it\x07 sepia", "ai.prompt_invalid"),
         ("make it \u202esepia", "ai.prompt_invalid"),
     ],
 )

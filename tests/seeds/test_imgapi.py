@@ -39,12 +39,6 @@ from tests.servers import S3Server
 
 MAX_UPLOAD = 1024 * 1024
 
-# Refused uploads recorded as failed images with ``image_id`` in the problem (API v2, issue 15).
-REFUSAL_RECORDED = pytest.mark.xfail(
-    strict=True, reason="refused uploads not yet recorded (issue 15)"
-)
-
-
 @dataclass
 class Client:
     http: httpx.AsyncClient
@@ -155,7 +149,6 @@ async def test_successful_upload_returns_the_record(client: Client) -> None:
     }
 
 
-@REFUSAL_RECORDED
 async def test_xlsx_upload_is_refused_and_still_recorded(client: Client) -> None:
     answer = await client.upload(
         "file.xlsx",
@@ -170,7 +163,6 @@ async def test_xlsx_upload_is_refused_and_still_recorded(client: Client) -> None
     assert (stats["total"], stats["failed"]) == (1, 1)
 
 
-@REFUSAL_RECORDED
 @pytest.mark.parametrize(
     ("name", "content_type", "code"),
     [
@@ -189,13 +181,11 @@ async def test_bad_names_and_types_are_refused_and_recorded(
     assert record["original_name"]
 
 
-@REFUSAL_RECORDED
 async def test_empty_file_is_refused_and_recorded(client: Client) -> None:
     record = await client.refused(await client.upload("empty.jpg", b""), 422, "upload.empty")
     assert record["original_name"] == "empty.jpg"
 
 
-@REFUSAL_RECORDED
 async def test_oversized_file_is_refused_and_recorded(client: Client) -> None:
     answer = await client.upload("big.jpg", b"\xff\xd8\xff" + b"\x00" * MAX_UPLOAD)
 
@@ -203,7 +193,6 @@ async def test_oversized_file_is_refused_and_recorded(client: Client) -> None:
     assert record["original_name"] == "big.jpg"
 
 
-@REFUSAL_RECORDED
 async def test_presigned_refusal_is_recorded_too(client: Client) -> None:
     answer = await client.http.post(
         "/api/upload/presigned-url",
