@@ -83,7 +83,7 @@ async def mint_url(
     responses={
         200: {"description": "The derived image", "content": {"image/*": {}}},
         304: {"description": "Not modified"},
-        **problem_responses(400, 403, 404, 422),
+        **problem_responses(400, 403, 404, 409, 422),
     },
 )
 async def deliver(

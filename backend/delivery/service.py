@@ -35,6 +35,7 @@ from backend.delivery.models import Derivative
 from backend.delivery.signing import Options, Source
 from backend.images import service as images
 from backend.images.models import Blob, Image, ImageStatus
+from backend.images.originals import OriginalChanged, read_original
 from backend.imaging import encode as encoding
 from backend.imaging.decode import decode
 from backend.sketches import service as sketches
@@ -218,6 +219,9 @@ class _Origin:
     height: int
     image_id: uuid.UUID
     sketch_id: uuid.UUID | None
+    # An image's original is read back checked against its record (size and SHA-256), as every
+    # other reader does; a sketch result has no such record and is read as stored.
+    blob: Blob | None = None
 
 
 async def _origin(session: AsyncSession, source: Source) -> _Origin | None:
@@ -226,7 +230,7 @@ async def _origin(session: AsyncSession, source: Source) -> _Origin | None:
         blob = await images.blob_of(session, image) if image is not None else None
         if image is None or blob is None:
             return None
-        return _Origin(blob.storage_key, blob.width, blob.height, image.id, None)
+        return _Origin(blob.storage_key, blob.width, blob.height, image.id, None, blob)
     sketch = await sketches.find_sketch(session, source.id)
     if sketch is None or sketch.result_key is None or not sketch.width or not sketch.height:
         return None
@@ -369,9 +373,18 @@ async def _render_and_store(
     if origin is None:
         raise SourceGone("The image or sketch behind this URL no longer exists.")
     try:
-        data = await deps.storage.get(origin.key)
+        if origin.blob is not None:
+            data = await read_original(deps.storage, origin.blob)
+        else:
+            data = await deps.storage.get(origin.key)
     except ObjectNotFound:
         raise SourceGone("The image or sketch behind this URL no longer exists.") from None
+    except OriginalChanged:
+        raise AppError(
+            "The stored original no longer matches its record; it is not served.",
+            code="delivery.source_changed",
+            status=409,
+        ) from None
     spec = transform.Spec(
         width=options.width,
         height=options.height,

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 from PIL import ImageCms
+from sqlalchemy import select
 
 from backend.delivery import service, signing, transform
 from backend.delivery.signing import Options, Source
+from backend.images.models import Blob
 from backend.tasks.worker import running_worker
 from tests.auth.test_router import assert_problem
 from tests.delivery.conftest import BASE, Stack, decoded, jpeg
@@ -435,3 +437,19 @@ async def test_transparency_is_kept_where_the_format_has_it(stack: Stack) -> Non
     corner = flat.convert("RGB").getpixel((2, 2))
     assert isinstance(corner, tuple)
     assert min(corner) > 240  # composited on white
+
+
+async def test_an_original_changed_in_storage_is_never_served(stack: Stack) -> None:
+    # Only storage itself could swap the bytes under a confirmed original's key; delivery reads
+    # it back checked against the record, like every other reader, and refuses to render it.
+    alice = await stack.user()
+    data = jpeg(320, 240)
+    image_id = await stack.upload(alice, data)
+    image = (await alice.get(f"/api/images/{image_id}")).json()
+    async with stack.resources.db.sessionmaker() as session:
+        blob = await session.scalar(select(Blob).where(Blob.sha256 == image["sha256"]))
+    assert blob is not None
+    flipped = bytes([*data[:-10], *(b ^ 0xFF for b in data[-10:])])
+    await stack.resources.storage.put(blob.storage_key, flipped, content_type="image/jpeg")
+    path = await stack.mint(alice, image_id=image_id, width=64, format="png")
+    assert_problem(await stack.anonymous().get(path), 409, "delivery.source_changed")
