@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.deploy.processes import atelier_env, serving
 from tests.servers import free_port
 
 pytestmark = pytest.mark.embedded
 ROOT = Path(__file__).resolve().parents[1]
-ATELIER = str(Path(sys.executable).with_name("atelier"))
 _FENCE = re.compile(r"^```bash tour(?P<info>[^\n]*)\n(?P<body>.*?)^```$", re.S | re.M)
 _STEP_MARK = "::tour step {n} done::"
 
@@ -75,41 +74,10 @@ def test_tour_blocks_are_found() -> None:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
-    for name in ("DATABASE_URL", "REDIS_URL", "STORAGE_URL", "PORT"):
-        env.pop(name, None)
     # The batch step fetches photos from a receiver on this machine, as the README says to.
-    env.update(ATELIER_ENV="dev", PORT=str(port), ATELIER_FETCH_ALLOW_LOOPBACK_HOSTS="127.0.0.1")
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [ATELIER, "serve", "--migrate"],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"atelier serve did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    env = atelier_env(ATELIER_ENV="dev", ATELIER_FETCH_ALLOW_LOOPBACK_HOSTS="127.0.0.1")
+    with serving("serve", "--migrate", env=env, cwd=tmp_path) as served:
+        yield served.base
 
 
 def run_tour(blocks: list[Block], base: str, tmp_path: Path) -> dict[int, str]:

@@ -25,6 +25,14 @@ UNSUPPORTED_EDIT = "ai.unsupported_edit"
 # The input image itself cannot be decoded: no retry or other provider will do better.
 BAD_IMAGE = "ai.bad_image"
 
+# What the remote providers (Gemini, OpenAI) are asked for a caption: one wording, so the two
+# give comparable alt text and a cached caption means the same whichever model made it.
+CAPTION_PROMPT = (
+    "Write alt text for this image: one concise sentence, at most 30 words, saying what it "
+    "shows for someone who cannot see it. Answer with the sentence only, without quotes or "
+    "a preamble."
+)
+
 
 @dataclass(frozen=True)
 class Caption:

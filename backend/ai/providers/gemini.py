@@ -22,6 +22,7 @@ from google.genai import errors, types
 from backend.ai.providers.base import (
     BAD_RESPONSE,
     BLOCKED,
+    CAPTION_PROMPT,
     PROVIDER_ERROR,
     RATE_LIMITED,
     TIMEOUT,
@@ -34,11 +35,6 @@ from backend.ai.providers.images import prepared
 from backend.core.pixels import run_pixels
 from backend.images.validation import sniff_format
 
-CAPTION_PROMPT = (
-    "Write alt text for this image: one concise sentence, at most 30 words, saying what it "
-    "shows for someone who cannot see it. Answer with the sentence only, without quotes or "
-    "a preamble."
-)
 _EDIT_INTRO = "Edit this image as the instruction below says and answer with the edited image."
 _REFERENCE_INTRO = (
     "A second image follows as a reference: use what the instruction takes from it, and keep "

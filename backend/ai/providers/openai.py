@@ -24,6 +24,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionUserMessageParam
 from backend.ai.providers.base import (
     BAD_RESPONSE,
     BLOCKED,
+    CAPTION_PROMPT,
     PROVIDER_ERROR,
     RATE_LIMITED,
     TIMEOUT,
@@ -36,11 +37,6 @@ from backend.ai.providers.images import prepared
 from backend.core.pixels import run_pixels
 from backend.images.validation import sniff_format
 
-CAPTION_PROMPT = (
-    "Write alt text for this image: one concise sentence, at most 30 words, saying what it "
-    "shows for someone who cannot see it. Answer with the sentence only, without quotes or "
-    "a preamble."
-)
 _REFERENCE_NOTE = (
     " The second image is a reference: use what the instruction takes from it, and edit the "
     "first image."
