@@ -107,7 +107,7 @@ def create_app(
     app.include_router(admin_router)
     app.include_router(tasks_router)
     app.include_router(images_router, dependencies=[Depends(bind_link_settings)])
-    app.include_router(sketches_router)
+    app.include_router(sketches_router, dependencies=[Depends(bind_link_settings)])
     app.include_router(ai_router)
     app.include_router(batches_router)
     app.include_router(storage_router)

@@ -39,6 +39,7 @@ from backend.images.originals import OriginalChanged, read_original
 from backend.imaging import encode as encoding
 from backend.imaging.decode import decode
 from backend.sketches import service as sketches
+from backend.sketches.models import Sketch
 from backend.storage.base import ObjectNotFound, Storage
 
 log = structlog.get_logger(__name__)
@@ -155,6 +156,18 @@ def image_links(image: Image, blob: Blob | None) -> dict[str, str] | None:
     if settings is None or blob is None or image.status == ImageStatus.failed:
         return None
     source = Source("image", image.id)
+    return {
+        name: sign(settings, Options(width=side, height=side), source)
+        for name, side in LINK_SIZES.items()
+    }
+
+
+def sketch_links(sketch: Sketch) -> dict[str, str] | None:
+    """The same sizes for a sketch's result, once there is one."""
+    settings = _current.get()
+    if settings is None or sketch.result_key is None:
+        return None
+    source = Source("sketch", sketch.id)
     return {
         name: sign(settings, Options(width=side, height=side), source)
         for name, side in LINK_SIZES.items()
@@ -465,3 +478,4 @@ async def _keys_of_sketch(session: AsyncSession, sketch_id: uuid.UUID) -> list[s
 images.register_derived_keys(_keys_of_image)
 images.register_image_links(image_links)
 sketches.register_derived_keys(_keys_of_sketch)
+sketches.register_sketch_links(sketch_links)

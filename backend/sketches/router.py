@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import uuid
 from pathlib import PurePosixPath
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from backend.auth.deps import CurrentUser
 from backend.core.db import SessionDep
@@ -82,8 +83,17 @@ async def create(
 
 
 @router.get("/", response_model=Page[SketchOut], responses=problem_responses(401, 422))
-async def list_sketches(user: CurrentUser, session: SessionDep, page: PageDep) -> Page[SketchOut]:
-    items, cursor = await service.list_sketches(session, user_id=user.id, page=page)
+async def list_sketches(
+    user: CurrentUser,
+    session: SessionDep,
+    page: PageDep,
+    image_id: Annotated[
+        uuid.UUID | None, Query(description="Only the sketches of this image")
+    ] = None,
+) -> Page[SketchOut]:
+    items, cursor = await service.list_sketches(
+        session, user_id=user.id, page=page, image_id=image_id
+    )
     return Page(items=items, next_cursor=cursor)
 
 

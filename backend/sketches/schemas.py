@@ -59,6 +59,10 @@ class SketchOut(BaseModel):
     status: SketchStatus
     task_id: uuid.UUID | None
     result_url: str | None
+    delivery: dict[str, str] | None = Field(
+        default=None,
+        description="Signed delivery URLs of the result (small/medium/large), once it is ready",
+    )
     width: int | None
     height: int | None
     created_at: datetime

@@ -89,6 +89,22 @@ def status_of(sketch: Sketch, task: Task | None) -> SketchStatus:
     }.get(task.status, "processing")  # type: ignore[return-value]
 
 
+# Features that add links to a sketch's resource (signed delivery URLs) register here.
+SketchLinks = Callable[[Sketch], dict[str, str] | None]
+_sketch_links: list[SketchLinks] = []
+
+
+def register_sketch_links(links: SketchLinks) -> None:
+    _sketch_links.append(links)
+
+
+def _links(sketch: Sketch) -> dict[str, str] | None:
+    found: dict[str, str] = {}
+    for links in _sketch_links:
+        found.update(links(sketch) or {})
+    return found or None
+
+
 def to_out(sketch: Sketch, task: Task | None) -> SketchOut:
     status = status_of(sketch, task)
     return SketchOut(
@@ -100,6 +116,7 @@ def to_out(sketch: Sketch, task: Task | None) -> SketchOut:
         status=status,
         task_id=sketch.task_id,
         result_url=f"/api/sketch/{sketch.id}/result" if status == "ready" else None,
+        delivery=_links(sketch) if status == "ready" else None,
         width=sketch.width,
         height=sketch.height,
         created_at=sketch.created_at,
@@ -137,11 +154,17 @@ async def sketch_out(session: AsyncSession, sketch: Sketch) -> SketchOut:
 
 
 async def list_sketches(
-    session: AsyncSession, *, user_id: uuid.UUID, page: PageParams
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    page: PageParams,
+    image_id: uuid.UUID | None = None,
 ) -> tuple[list[SketchOut], str | None]:
-    stmt = newest_first(
-        select(Sketch).where(Sketch.user_id == user_id), Sketch.created_at, Sketch.id, page
-    )
+    query = select(Sketch).where(Sketch.user_id == user_id)
+    if image_id is not None:
+        # Another user's image id simply matches nothing: the list is per user already.
+        query = query.where(Sketch.image_id == image_id)
+    stmt = newest_first(query, Sketch.created_at, Sketch.id, page)
     rows, cursor = make_page(list(await session.scalars(stmt)), page)
     task_ids = [row.task_id for row in rows if row.task_id]
     found = list(await session.scalars(select(Task).where(Task.id.in_(task_ids))))

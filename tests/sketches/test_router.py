@@ -199,6 +199,18 @@ async def test_sketch_end_to_end_with_progress_on_ws(live: tuple[str, FastAPI]) 
         assert drawn.mode == "L"  # pencil is a grayscale style, stored as such
         assert drawn.size == PHOTO_SIZE
 
+        # The finished sketch carries signed delivery links that open without cookies.
+        assert set(sketch["delivery"]) == {"small", "medium", "large"}
+        # (The app's public base URL is not this test server's; the signature covers the path.)
+        path = httpx.URL(sketch["delivery"]["small"]).path
+        async with httpx.AsyncClient(base_url=base, timeout=20) as anonymous:
+            small = await anonymous.get(path, headers={"Accept": "image/webp"})
+        assert small.status_code == 200, small.text
+        assert small.headers["content-type"] == "image/webp"
+        assert max(PILImage.open(io.BytesIO(small.content)).size) == 200
+        listed = (await c.get("/api/sketch/", params={"image_id": image["id"]})).json()
+        assert listed["items"][0]["delivery"] == sketch["delivery"]
+
         deleted = await c.delete(f"/api/sketch/{sketch['id']}")
         assert deleted.status_code == 204
         assert_problem(await c.get(f"/api/sketch/{sketch['id']}"), 404, "sketch.not_found")
