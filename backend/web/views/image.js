@@ -1,42 +1,138 @@
-// One image: its details, caption and AI edit, the sketch form with live progress, the
-// before/after comparison and earlier sketches.
+// One image: its details, download, share link and delete; caption and AI edit with what the
+// provider can do shown up front; the sketch form with its options and live progress; the
+// before/after comparison; and the image's earlier sketches as thumbnails.
 
 import { api } from "../api.js";
-import { announce, fill, formatDate, h } from "../dom.js";
-import { altText, badge, details, errorText, FINISHED, main, notice, realtime, responsive, state } from "../ui.js";
+import { announce, fill, formatDate, h, timeAgo } from "../dom.js";
+import {
+  altText, badge, confirmDialog, details, downloadName, errorText, FINISHED, main, notice, realtime,
+  responsive, state, toast,
+} from "../ui.js";
+
+const HISTORY_PAGE = 24;
+const SKETCH_SIDES = [1024, 2048, 4096, 8192];
+const LINK_WIDTHS = [200, 400, 800, 1200, 1600, 2400];
+const LINK_FORMATS = [
+  ["auto", "Best for the browser (AVIF, WebP or JPEG)"], ["jpeg", "JPEG"], ["webp", "WebP"], ["png", "PNG"], ["avif", "AVIF"],
+];
+const SKETCH_FORMATS = [["", "Automatic (PNG for gray styles, JPEG for colour)"], ["png", "PNG"], ["jpeg", "JPEG"], ["webp", "WebP"]];
 
 async function stylesAvailable() {
   state.styles ??= await api("/api/sketch/styles/available");
   return state.styles;
 }
 
+// The fixed edit vocabulary reads "grayscale (or black and white)", "pencil (sketch or painting)":
+// a suggestion is the words a person would type, which the provider understands as they are.
+function suggestion(entry) {
+  const [words, aside = ""] = entry.split(/\s*\(/);
+  return /sketch/.test(aside) ? `${words} sketch` : words;
+}
+
 export function imageView(id) {
   const view = { tasks: new Map() }; // task id → callback for tasks started on this page
+  const admin = state.user?.role === "admin";
   fill(main, h("p.muted", "Loading…"));
   (async () => {
-    let image, styles, sketches;
+    let image, styles, sketches, providers;
     try {
-      [image, styles, sketches] = await Promise.all([
-        api(`/api/images/${id}`), stylesAvailable(), api("/api/sketch/?limit=100"),
+      [image, styles, sketches, providers] = await Promise.all([
+        api(`/api/images/${id}`), stylesAvailable(),
+        api(`/api/sketch/?image_id=${encodeURIComponent(id)}&limit=${HISTORY_PAGE}`),
+        api("/api/ai/providers").catch(() => ({ providers: [] })),
       ]);
     } catch (err) {
       fill(main, h("p", h("a", { href: "#/gallery" }, "← Gallery")), notice(errorText(err)));
       return;
     }
     const before = image.thumbnails?.medium;
+    const longSide = Math.max(image.width ?? 0, image.height ?? 0);
+
+    // --- header: picture, facts, download, share link, delete ------------------------------
     const header = h("div.image-head");
     const renderHeader = () => fill(header,
-      before ? h("img.hero", { ...responsive(image, before, "(max-width: 900px) 100vw, 900px"), alt: altText(image) }) : h("div.hero.placeholder", "No preview yet"),
+      before ? h("img.hero", { ...responsive(image, before, "(max-width: 640px) 100vw, 540px"), alt: altText(image) }) : h("div.hero.placeholder", "No preview yet"),
       h("div",
-        h("div.row", h("h1.name", image.original_name), badge(image.status)),
+        h("div.row", h("h1.name", { title: image.original_name }, image.original_name), badge(image.status)),
         image.caption ? h("p.caption", image.caption, h("span.muted", ` — ${image.caption_model}`)) : h("p.muted", "No caption yet."),
-        details(image),
-        h("p", h("a", { href: `/api/images/${image.id}/download`, download: image.original_name }, "Download original"))));
+        details(image, { full: true }),
+        h("div.actions",
+          image.status === "failed" ? null
+            : h("a.button#download-original", { href: `/api/images/${image.id}/download`, download: image.original_name }, "Download original"),
+          h("button.danger#delete-image", { type: "button", onclick: deleteImage }, "Delete image")),
+        image.status === "failed" ? null : shareBox()));
     renderHeader();
 
-    // Caption and edit: each starts a task and reports through the WebSocket.
-    const aiStatus = h("div.status");
-    const captionButton = h("button", { type: "button" }, "Write a caption");
+    async function deleteImage() {
+      const count = history.querySelectorAll("li").length;
+      const also = count ? ` Its ${count === 1 ? "sketch" : `${count} sketches`} will be deleted too.` : "";
+      const ok = await confirmDialog({
+        title: "Delete this image?",
+        body: `“${image.original_name}” will be deleted.${also} This cannot be undone.`,
+        confirm: "Delete image",
+      });
+      if (!ok) return;
+      try {
+        await api(`/api/images/${id}`, { method: "DELETE" });
+      } catch (err) {
+        header.append(notice(errorText(err))); // the page stays; it says why
+        return;
+      }
+      toast(`Deleted “${image.original_name}”.`);
+      location.hash = "#/gallery";
+    }
+
+    // A signed delivery URL of a chosen size and format, copied to the clipboard.
+    function shareBox() {
+      const widths = LINK_WIDTHS.filter((w) => !image.width || w < image.width);
+      const width = h("select#link-width", { name: "width" },
+        widths.map((w) => h("option", { value: w, selected: w === 800 }, `${w} px wide`)),
+        h("option", { value: "" }, image.width ? `Full size (${image.width} px)` : "Full size"));
+      const format = h("select#link-format", { name: "format" }, LINK_FORMATS.map(([value, label]) => h("option", { value }, label)));
+      const url = h("input#link-url", { type: "url", readonly: true, "aria-label": "Link", placeholder: "The link appears here" });
+      const status = h("p.small.link-status", { role: "status" });
+      const form = h("form.share",
+        h("h2", "Share a link"),
+        h("p.hint", "Anyone with the link can see this picture; it needs no sign-in."),
+        h("div.fields",
+          h("div", h("label", { for: "link-width" }, "Width"), width),
+          h("div", h("label", { for: "link-format" }, "File type"), format)),
+        h("div.inline", url, h("button#copy-link", { type: "submit" }, "Copy link")),
+        status);
+      form.addEventListener("submit", async (e) => {
+        e.preventDefault();
+        const body = { image_id: id, format: format.value };
+        if (width.value) body.width = Number(width.value);
+        let minted;
+        try {
+          minted = await api("/api/delivery/url", { method: "POST", body });
+        } catch (err) { fill(status, notice(errorText(err))); return; }
+        url.value = minted.url;
+        let copied = false;
+        try {
+          await navigator.clipboard.writeText(minted.url);
+          copied = true;
+        } catch {
+          // No clipboard permission (or an insecure origin): select it for Ctrl+C instead.
+          url.focus();
+          url.select();
+          try { copied = document.execCommand("copy"); } catch { copied = false; }
+        }
+        const text = copied ? "Link copied." : "The link is selected: press Ctrl+C (⌘C) to copy it.";
+        fill(status, text);
+        announce(text);
+      });
+      return form;
+    }
+
+    // --- caption and edit: what the provider can do, before trying -------------------------
+    const list = providers.providers ?? [];
+    const current = list.find((p) => p.default && p.configured) ?? list.find((p) => p.configured);
+    const canCaption = current?.capabilities.caption ?? false;
+    const canEdit = current?.capabilities.edit ?? false;
+    const edits = (current?.edits ?? []).map(suggestion);
+    const aiStatus = h("div.status", { "aria-live": "polite" });
+    const captionButton = h("button#caption", { type: "button", disabled: !canCaption || image.status === "failed" }, "Write a caption");
     captionButton.addEventListener("click", async () => {
       fill(aiStatus, h("p.muted", "Captioning…"));
       try {
@@ -50,41 +146,100 @@ export function imageView(id) {
         });
       } catch (err) { fill(aiStatus, notice(errorText(err))); }
     });
-    const prompt = h("input#prompt", { name: "prompt", placeholder: "e.g. make it black and white", required: true });
-    const editForm = h("form.inline",
-      h("label", { for: "prompt" }, "Edit with a prompt"), prompt, h("button", { type: "submit" }, "Edit"));
+    const prompt = h("input#prompt", {
+      name: "prompt", required: true, autocomplete: "off", list: edits.length ? "edit-suggestions" : null,
+      placeholder: edits.length ? `e.g. ${edits[0]}` : "e.g. make it black and white", "aria-describedby": "edit-help",
+    });
+    const chips = (words) => h("ul.chips", { "aria-label": "Suggested edits" }, words.map((w) =>
+      h("li", h("button.chip", { type: "button", onclick: () => { prompt.value = w; prompt.focus(); } }, w))));
+    const editForm = h("form.inline#edit-form",
+      h("label", { for: "prompt" }, "Edit with a prompt"), prompt,
+      edits.length ? h("datalist#edit-suggestions", edits.map((w) => h("option", { value: w }))) : null,
+      h("button", { type: "submit", disabled: !canEdit || image.status === "failed" }, "Edit"));
     editForm.addEventListener("submit", async (e) => {
       e.preventDefault();
       fill(aiStatus, h("p.muted", "Editing…"));
       try {
         const task = await api("/api/ai/edit", { method: "POST", body: { image_id: id, prompt: prompt.value } });
         follow(task, (t) => {
-          if (t.status === "succeeded") fill(aiStatus, notice("Done: the edited image is in your gallery.", "ok"), h("a", { href: "#/gallery" }, "Open the gallery"));
-          else if (FINISHED.has(t.status)) fill(aiStatus, notice(`Edit ${t.status}: ${t.error?.message ?? t.error ?? ""}`));
+          if (t.status === "succeeded") {
+            const made = t.result?.image_id;
+            fill(aiStatus, notice("Done: the edited image is in your gallery.", "ok"),
+              made ? h("a", { href: `#/image/${made}` }, "Open the edited image") : h("a", { href: "#/gallery" }, "Open the gallery"));
+          } else if (FINISHED.has(t.status)) fill(aiStatus, notice(`Edit ${t.status}: ${t.error?.message ?? t.error ?? ""}`));
         });
-      } catch (err) { fill(aiStatus, notice(errorText(err))); }
+      } catch (err) { fill(aiStatus, refusal(err)); }
     });
 
-    // Sketch form: styles as radio cards with their previews, method as a select.
+    // An edit the provider cannot make: a short sentence, the edits it can make as one-click
+    // suggestions, and (for admins only) the server setting that would add a provider.
+    function refusal(err) {
+      const problem = err?.problem ?? {};
+      if (err?.code !== "ai.unsupported_edit") return notice(errorText(err));
+      const first = (problem.detail ?? "").split(/(?<=\.)\s+Try\b/)[0] || "This edit isn't available here.";
+      const alternatives = problem.alternatives?.length ? ` ${problem.alternatives.join(" or ")} could make it.` : "";
+      return h("div.refusal",
+        notice(`${first}${alternatives}`),
+        problem.edits?.length ? [h("p.small", "Try one of these:"), chips(problem.edits.map(suggestion))] : null,
+        admin && problem.hint ? h("p.hint.operator", h("strong", "Admin: "), problem.hint) : null);
+    }
+
+    const providerLine = current
+      ? h("p.muted#ai-provider",
+        `${canCaption && canEdit ? "Captions and edits" : canCaption ? "Captions" : "Edits"} by ${current.name}`,
+        current.edits ? " (on this server, a fixed set of edits)." : ".")
+      : h("p.muted#ai-provider", "No AI provider is configured.");
+    const operatorHints = admin ? list.filter((p) => p.hint) : [];
+    const aiSection = h("section.card.ai",
+      h("h2", "Caption and edit"),
+      providerLine,
+      h("div.inline", captionButton),
+      editForm,
+      h("div#edit-help", edits.length ? [h("p.small.muted", "Edits this provider can make:"), chips(edits)] : null),
+      aiStatus,
+      operatorHints.length ? h("details.operator", h("summary", "Other providers (admin)"),
+        h("ul", operatorHints.map((p) => h("li", h("strong", p.name), ` — ${p.hint}`)))) : null);
+
+    // --- the sketch form: style cards, then method and output options ------------------------
+    const sides = SKETCH_SIDES.filter((s) => !longSide || s < longSide);
+    const fullSide = longSide ? Math.min(longSide, 8192) : 2048;
+    const defaultSide = sides.includes(2048) ? 2048 : fullSide;
+    const intensity = h("input#intensity", { type: "range", name: "intensity", min: 0, max: 1, step: 0.05, value: 0.5, "aria-describedby": "intensity-value" });
+    const intensityValue = h("output#intensity-value", { for: "intensity" }, "50%");
+    intensity.addEventListener("input", () => fill(intensityValue, `${Math.round(intensity.value * 100)}%`));
     const sketchForm = h("form.sketch-form",
       h("fieldset.styles", h("legend", "Style"),
         styles.styles.map((s, i) => h("label.style",
           h("input", { type: "radio", name: "style", value: s.id, checked: i === 0 }),
           s.preview_url ? h("img", { src: s.preview_url, alt: "", loading: "lazy" }) : null,
           h("span", h("strong", s.name), h("small.muted", s.description))))),
-      h("div.inline",
-        h("label", { for: "method" }, "Method"),
-        h("select#method", { name: "method" }, styles.methods.map((m) => h("option", { value: m.id, title: m.description }, m.name))),
-        h("button.primary#start-sketch", { type: "submit", disabled: image.status === "failed" }, "Make sketch")));
+      h("div.options",
+        h("div", h("label", { for: "method" }, "Method"),
+          h("select#method", { name: "method" }, styles.methods.map((m) => h("option", { value: m.id, title: m.description }, m.name)))),
+        h("div", h("label", { for: "intensity" }, "Intensity ", intensityValue), intensity,
+          h("p.hint", "Lighter ↔ stronger lines and colour")),
+        h("div", h("label", { for: "format" }, "Format"),
+          h("select#format", { name: "format" }, SKETCH_FORMATS.map(([value, label]) => h("option", { value }, label)))),
+        h("div", h("label", { for: "max-side" }, "Size"),
+          h("select#max-side", { name: "max_side" },
+            sides.map((s) => h("option", { value: s, selected: s === defaultSide }, `Up to ${s} px`)),
+            h("option", { value: fullSide, selected: fullSide === defaultSide }, longSide ? `Full size (${longSide} px)` : `Up to ${fullSide} px`)))),
+      h("button.primary#start-sketch", { type: "submit", disabled: image.status === "failed" }, "Make sketch"));
     const sketchStatus = h("div.status");
     const result = h("div.result");
+    const outcome = h("div.outcome", sketchStatus, result); // progress, then the result, in one place
     sketchForm.addEventListener("submit", async (e) => {
       e.preventDefault();
-      const data = Object.fromEntries(new FormData(sketchForm));
+      const data = new FormData(sketchForm);
+      const params = { intensity: Number(data.get("intensity")), max_side: Number(data.get("max_side")) };
+      if (data.get("format")) params.format = data.get("format");
       try {
         const { sketch, task } = await api("/api/sketch/create", {
-          method: "POST", body: { image_id: id, style: data.style, method: data.method },
+          method: "POST", body: { image_id: id, style: data.get("style"), method: data.get("method"), params },
         });
+        fill(result); // the old result goes: the new sketch's progress takes its place
+        delete result.dataset.sketch;
+        addToHistory(sketch, true);
         showProgress(sketch, task);
       } catch (err) { fill(sketchStatus, notice(errorText(err))); }
     });
@@ -93,45 +248,115 @@ export function imageView(id) {
       const bar = h("progress#sketch-progress", { max: 100, value: task.progress ?? 0, "aria-label": "Sketch progress" });
       const label = h("span.small#sketch-state", task.status);
       fill(sketchStatus, h("div.progress-row", { "data-status": task.status }, h("span", `${sketch.style} · ${sketch.method}`), bar, label));
+      outcome.scrollIntoView({ block: "nearest", behavior: "smooth" });
+      announce(`Making a ${sketch.style} sketch…`);
       follow(task, async (t) => {
         bar.value = Math.max(bar.value, t.progress ?? 0); // progress never goes back
         fill(label, t.status === "running" ? `${t.progress}%` : t.status);
         bar.closest(".progress-row").dataset.status = t.status;
         if (t.status === "succeeded") {
-          showResult(await api(`/api/sketch/${sketch.id}`));
+          const done = await api(`/api/sketch/${sketch.id}`);
+          showResult(done, { focus: true, fromProgress: true });
+          addToHistory(done, false);
           announce("Sketch ready.");
-        } else if (FINISHED.has(t.status)) fill(label, `${t.status}: ${t.error?.message ?? t.error ?? ""}`);
+        } else if (FINISHED.has(t.status)) {
+          fill(label, `${t.status}: ${t.error?.message ?? t.error ?? ""}`);
+          addToHistory({ ...sketch, status: t.status === "canceled" ? "canceled" : "failed" }, false);
+        }
       });
     }
 
-    function showResult(sketch) {
+    function showResult(sketch, { focus = false, fromProgress = false } = {}) {
       const after = h("img.after", { src: sketch.result_url, alt: `${sketch.style} sketch of ${altText(image)}` });
       const slider = h("input#compare", { type: "range", min: 0, max: 100, value: 50 });
       const box = h("div.compare", { style: `aspect-ratio: ${sketch.width} / ${sketch.height}` },
-        before ? h("img.before", { src: before, alt: altText(image) }) : null, after,
+        before ? h("img.before", { ...responsive(image, before, "(max-width: 760px) 100vw, 720px"), alt: altText(image) }) : null, after,
         h("span.tag.left", "Before"), h("span.tag.right", "After"));
       const update = () => { after.style.clipPath = `inset(0 0 0 ${slider.value}%)`; };
       slider.addEventListener("input", update);
       update();
+      const format = sketch.params?.format ?? "png";
+      const heading = h("h2#result-heading", { tabindex: -1 }, "Before / after");
+      result.dataset.sketch = sketch.id;
       fill(result,
-        h("h2", "Before / after"), box,
+        heading,
+        h("p.small.muted", `${sketch.style} · ${sketch.method} · intensity ${Math.round((sketch.params?.intensity ?? 0.5) * 100)}% · `, timeAgo(sketch.created_at)),
+        box,
         h("label.inline", { for: "compare" }, "Compare ", slider),
-        h("p", h("a.button.primary#download", { href: sketch.result_url, download: `${image.original_name}-${sketch.style}.${sketch.params?.format ?? "png"}` }, "Download sketch"),
-          h("span.muted", ` ${sketch.width} × ${sketch.height}, ${sketch.processing_time_ms} ms`)));
+        h("p.inline",
+          h("a.button.primary#download", { href: sketch.result_url, download: downloadName(image.original_name, sketch.style, format) }, "Download sketch"),
+          h("span.muted", ` ${sketch.width} × ${sketch.height} ${format.toUpperCase()}`,
+            sketch.processing_time_ms != null ? `, made in ${(sketch.processing_time_ms / 1000).toFixed(1)} s` : "")));
+      if (!fromProgress) fill(sketchStatus); // an earlier sketch: the last progress row is stale
+      for (const li of history.querySelectorAll("li")) li.toggleAttribute("aria-current", li.dataset.id === sketch.id);
+      result.scrollIntoView({ block: "nearest", behavior: "smooth" });
+      if (focus) heading.focus({ preventScroll: true });
     }
 
-    // Earlier sketches of this image.
-    const mine = sketches.items.filter((s) => s.image_id === id);
-    const history = mine.length ? h("section", h("h2", "Earlier sketches"), h("ul.history", mine.map((s) =>
-      h("li", badge(s.status), ` ${s.style} · ${s.method} · ${formatDate(s.created_at)} `,
-        s.status === "ready" ? h("button.link", { type: "button", onclick: () => showResult(s) }, "Show") : null)))) : null;
+    // --- earlier sketches: thumbnails, newest first, each shown or deleted in place --------
+    const history = h("ul.history#history");
+    const more = h("button#more-sketches", { type: "button", hidden: !sketches.next_cursor }, "Show older sketches");
+    let cursor = sketches.next_cursor;
+    more.addEventListener("click", async () => {
+      try {
+        const page = await api(`/api/sketch/?image_id=${encodeURIComponent(id)}&limit=${HISTORY_PAGE}&cursor=${encodeURIComponent(cursor)}`);
+        page.items.forEach((s) => addToHistory(s, false));
+        cursor = page.next_cursor;
+        more.hidden = !cursor;
+      } catch (err) { more.after(notice(errorText(err))); }
+    });
+    const emptyHistory = h("p.muted#no-sketches", "No sketches of this image yet.");
+    const historySection = h("section.card",
+      h("h2", "Earlier sketches"), emptyHistory, history, more);
+
+    function historyItem(s) {
+      const when = timeAgo(s.created_at);
+      const label = `${s.style} sketch, ${s.method}, ${formatDate(s.created_at)}`;
+      const thumbSrc = s.delivery?.small ?? s.result_url;
+      const picture = s.status === "ready" && thumbSrc
+        ? h("button.thumb-button", { type: "button", "aria-label": `Show the ${label}`, onclick: () => showResult(s, { focus: true }) },
+          h("img", { src: thumbSrc, alt: "", loading: "lazy", decoding: "async", width: 200, height: s.width && s.height ? Math.round(200 * s.height / s.width) : 150 }))
+        : h("div.thumb-placeholder", badge(s.status));
+      const remove = h("button.link.danger", { type: "button", "aria-label": `Delete the ${label}` }, "Delete");
+      const li = h("li", { "data-id": s.id, "data-status": s.status },
+        picture,
+        h("div.about", h("strong", s.style), h("span.muted", ` · ${s.method}`), h("br"), h("span.small.muted", when)),
+        remove);
+      remove.addEventListener("click", async () => {
+        const ok = await confirmDialog({ title: "Delete this sketch?", body: `The ${label} will be deleted. This cannot be undone.`, confirm: "Delete sketch" });
+        if (!ok) return;
+        try {
+          await api(`/api/sketch/${s.id}`, { method: "DELETE" });
+        } catch (err) { li.append(notice(errorText(err))); return; }
+        const next = li.nextElementSibling ?? li.previousElementSibling;
+        li.remove();
+        if (result.dataset.sketch === s.id) { fill(result); delete result.dataset.sketch; }
+        syncEmpty();
+        (next?.querySelector("button") ?? historySection.querySelector("h2")).focus?.();
+        announce("Sketch deleted.");
+      });
+      return li;
+    }
+
+    function addToHistory(s, first) {
+      const item = historyItem(s);
+      const existing = history.querySelector(`li[data-id="${s.id}"]`);
+      if (existing) existing.replaceWith(item);
+      else if (first) history.prepend(item);
+      else history.append(item);
+      item.toggleAttribute("aria-current", result.dataset.sketch === s.id);
+      syncEmpty();
+    }
+    function syncEmpty() { emptyHistory.hidden = history.children.length > 0; }
+    sketches.items.forEach((s) => addToHistory(s, false));
+    syncEmpty();
 
     fill(main,
       h("p", h("a", { href: "#/gallery" }, "← Gallery")),
       header,
-      h("section.card", h("h2", "Caption and edit"), h("div.inline", captionButton), editForm, aiStatus),
-      h("section.card", h("h2", "Make a sketch"), sketchForm, sketchStatus, result),
-      history);
+      aiSection,
+      h("section.card", h("h2", "Make a sketch"), sketchForm, outcome),
+      historySection);
   })();
 
   // Call `callback(task)` now and on every update of that task until it finishes.
@@ -156,4 +381,3 @@ export function imageView(id) {
   };
   return view;
 }
-
