@@ -13,9 +13,9 @@ const HISTORY_PAGE = 24;
 const SKETCH_SIDES = [1024, 2048, 4096, 8192];
 const LINK_WIDTHS = [200, 400, 800, 1200, 1600, 2400];
 const LINK_FORMATS = [
-  ["auto", "Best for the browser (AVIF, WebP or JPEG)"], ["jpeg", "JPEG"], ["webp", "WebP"], ["png", "PNG"], ["avif", "AVIF"],
+  ["auto", "Automatic (AVIF, WebP or JPEG)"], ["jpeg", "JPEG"], ["webp", "WebP"], ["png", "PNG"], ["avif", "AVIF"],
 ];
-const SKETCH_FORMATS = [["", "Automatic (PNG for gray styles, JPEG for colour)"], ["png", "PNG"], ["jpeg", "JPEG"], ["webp", "WebP"]];
+const SKETCH_FORMATS = [["", "Automatic"], ["png", "PNG"], ["jpeg", "JPEG"], ["webp", "WebP"]];
 
 async function stylesAvailable() {
   state.styles ??= await api("/api/sketch/styles/available");
@@ -86,7 +86,7 @@ export function imageView(id) {
     function shareBox() {
       const widths = LINK_WIDTHS.filter((w) => !image.width || w < image.width);
       const width = h("select#link-width", { name: "width" },
-        widths.map((w) => h("option", { value: w, selected: w === 800 }, `${w} px wide`)),
+        widths.map((w) => h("option", { value: w, selected: w === Math.max(...widths.filter((x) => x <= 800)) }, `${w} px wide`)),
         h("option", { value: "" }, image.width ? `Full size (${image.width} px)` : "Full size"));
       const format = h("select#link-format", { name: "format" }, LINK_FORMATS.map(([value, label]) => h("option", { value }, label)));
       const url = h("input#link-url", { type: "url", readonly: true, "aria-label": "Link", placeholder: "The link appears here" });
@@ -187,7 +187,7 @@ export function imageView(id) {
     const providerLine = current
       ? h("p.muted#ai-provider",
         `${canCaption && canEdit ? "Captions and edits" : canCaption ? "Captions" : "Edits"} by ${current.name}`,
-        current.edits ? " (on this server, a fixed set of edits)." : ".")
+        ".")
       : h("p.muted#ai-provider", "No AI provider is configured.");
     const operatorHints = admin ? list.filter((p) => p.hint) : [];
     const aiSection = h("section.card.ai",
@@ -219,7 +219,8 @@ export function imageView(id) {
         h("div", h("label", { for: "intensity" }, "Intensity ", intensityValue), intensity,
           h("p.hint", "Lighter ↔ stronger lines and colour")),
         h("div", h("label", { for: "format" }, "Format"),
-          h("select#format", { name: "format" }, SKETCH_FORMATS.map(([value, label]) => h("option", { value }, label)))),
+          h("select#format", { name: "format", "aria-describedby": "format-help" }, SKETCH_FORMATS.map(([value, label]) => h("option", { value }, label))),
+          h("p.hint#format-help", "Automatic: PNG for gray styles, JPEG for colour")),
         h("div", h("label", { for: "max-side" }, "Size"),
           h("select#max-side", { name: "max_side" },
             sides.map((s) => h("option", { value: s, selected: s === defaultSide }, `Up to ${s} px`)),
@@ -311,7 +312,7 @@ export function imageView(id) {
 
     function historyItem(s) {
       const when = timeAgo(s.created_at);
-      const label = `${s.style} sketch, ${s.method}, ${formatDate(s.created_at)}`;
+      const label = `${s.style} sketch (${s.method}, ${formatDate(s.created_at)})`;
       const thumbSrc = s.delivery?.small ?? s.result_url;
       const picture = s.status === "ready" && thumbSrc
         ? h("button.thumb-button", { type: "button", "aria-label": `Show the ${label}`, onclick: () => showResult(s, { focus: true }) },
