@@ -14,6 +14,7 @@ from backend.core.db import SessionDep
 from backend.core.errors import AppError, Forbidden, TooManyRequests, problem_responses
 from backend.core.pagination import Page, PageDep
 from backend.core.resources import ResourcesDep
+from backend.core.units import human_bytes
 from backend.images import service
 from backend.images.models import ImageStatus
 from backend.images.schemas import ConfirmIn, ImageOut, PresignIn, PresignOut, Stats
@@ -128,7 +129,7 @@ async def upload_direct(
     """Direct upload for server clients and small files: multipart ``file``."""
     limit = ingest.settings.max_upload_bytes
     too_large = ValidationFailure(
-        "upload.too_large", f"The file is larger than the limit of {limit} bytes."
+        "upload.too_large", f"The file is larger than the limit of {human_bytes(limit)}."
     )
     # The server enforces Content-Length on the body, so checking it bounds what is read;
     # nothing is parsed (or spooled to disk) for a request that is too large.

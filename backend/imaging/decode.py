@@ -101,7 +101,8 @@ def corrupt() -> ImageError:
 
 def too_many_pixels(max_pixels: int) -> ImageError:
     return ImageError(
-        "upload.too_many_pixels", f"The image has more than the {max_pixels} pixels allowed."
+        "upload.too_many_pixels",
+        f"The image has more than the {round(max_pixels / 1e6, 1):g} MP allowed.",
     )
 
 
