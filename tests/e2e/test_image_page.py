@@ -9,19 +9,26 @@ import asyncio
 import io
 import re
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from PIL import Image as PILImage
 from playwright.async_api import Browser, BrowserContext, Page, expect
+from pydantic import SecretStr
 from sqlalchemy import update
 
 from backend.auth.models import Role, User
 from backend.core.db import Database
-from tests.conftest import PASSWORD
+from backend.tasks.worker import running_worker
+from tests.ai.fake_gemini import FakeGemini
+from tests.conftest import PASSWORD, AppFactory
 from tests.e2e.axe import VIEWPORTS, assert_accessible
+from tests.live import serve
 from tests.photos import DARK_SCENE, PHOTO, PORTRAIT
+from tests.servers import free_port
 
 TIMEOUT_MS = 30_000
 
@@ -246,6 +253,24 @@ async def test_copy_link_and_sketch_size(browser: Browser, live_url: str) -> Non
     assert answer.headers["content-type"] == "image/webp"
     assert PILImage.open(io.BytesIO(answer.content)).size == (400, 250)
 
+    # Without clipboard access the link is selected instead, ready for Ctrl+C.
+    await page.evaluate(
+        "() => { navigator.clipboard.writeText = () =>"
+        " Promise.reject(new DOMException('denied', 'NotAllowedError')); }"
+    )
+    await page.get_by_label("Width", exact=True).select_option("200")
+    await page.get_by_role("button", name="Copy link").click()
+    await expect(page.locator("#link-url")).to_have_value(re.compile(r"/w:200/"))
+    await expect(page.locator("#link-url")).to_be_focused()
+    selected = await page.evaluate(
+        "(() => { const i = document.querySelector('#link-url');"
+        " return i.value.slice(i.selectionStart, i.selectionEnd) === i.value; })()"
+    )
+    assert selected
+    await expect(page.locator(".link-status")).to_have_text(
+        re.compile(r"^(Link copied\.|The link is selected: press Ctrl\+C.*)$")
+    )
+
     # The sketch size option: sizes below the photograph's, and its full size.
     size = page.locator("#max-side")
     options = await size.locator("option").all_text_contents()
@@ -318,4 +343,59 @@ async def test_edit_suggestions_and_refusal_for_users_and_admins(
     hint = page.locator(".refusal .hint.operator")
     await expect(hint).to_contain_text("GEMINI_API_KEY")
     await assert_accessible(page, "image page with an admin's refusal")
+    await context.close()
+
+
+@pytest.fixture
+async def gemini_url(
+    make_live_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[str, FakeGemini]]:
+    """Like ``live_url``, with Gemini configured and aimed at the local fake."""
+    fake = FakeGemini().start()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = make_live_app(
+        env="dev",
+        public_base_url=base,
+        allowed_origins=[base],
+        gemini_api_key=SecretStr("test-key"),
+        gemini_base_url=fake.base_url,
+        gemini_max_retries=0,
+    )
+    monkeypatch.setattr("tests.live.free_port", lambda: port)
+    try:
+        async with running_worker(app.state.resources), serve(app) as served:
+            assert served == base
+            yield base, fake
+    finally:
+        fake.stop()
+
+
+async def test_a_failed_ai_task_speaks_to_the_user_and_details_go_to_admins(
+    browser: Browser, gemini_url: tuple[str, FakeGemini], committed_database: Database
+) -> None:
+    base, fake = gemini_url
+    context, page = await signed_in(browser, base)
+    image = await upload(page, base, "coffee.jpg", DARK_SCENE.read_bytes())
+    await open_image(page, base, image["id"])
+    await expect(page.locator("#ai-provider")).to_have_text("Captions and edits by Google Gemini.")
+    await expect(page.locator("#edit-help .chip")).to_have_count(0)  # free-form prompts
+
+    # Gemini refuses the server's key: the user reads a plain sentence, no setting names.
+    fake.reply_error(401, times=20, message="API key not valid.")
+    await page.get_by_role("button", name="Write a caption").click()
+    failure = page.get_by_role("alert")
+    await expect(failure).to_have_text(
+        "The caption could not be made just now; please try again later.", timeout=TIMEOUT_MS
+    )
+    assert "GEMINI" not in (await page.locator("main").text_content() or "")
+
+    me = await (await page.request.get(f"{base}/api/auth/me")).json()
+    await make_admin(committed_database, me["email"])
+    await page.reload()
+    await expect(page.get_by_role("heading", name="Make a sketch")).to_be_visible()
+    await page.get_by_role("button", name="Write a caption").click()
+    await expect(page.locator(".hint.operator")).to_contain_text(
+        "GEMINI_API_KEY", timeout=TIMEOUT_MS
+    )
     await context.close()

@@ -17,6 +17,16 @@ const LINK_FORMATS = [
 ];
 const SKETCH_FORMATS = [["", "Automatic"], ["png", "PNG"], ["jpeg", "JPEG"], ["webp", "WebP"]];
 
+const AI_FAILURES = {
+  "ai.rate_limited": "could not be made: the AI service is busy. Try again in a minute.",
+  "ai.quota_exceeded": "could not be made: you have used your AI requests for now. Try again later.",
+  "ai.timeout": "took too long. Please try again.",
+  "task.timeout": "took too long. Please try again.",
+  "ai.blocked": "was declined by the AI service for this picture or prompt.",
+  "ai.original_missing": "could not be made: the original file of this image is missing.",
+  "ai.original_changed": "could not be made: the original file of this image has changed.",
+};
+
 async function stylesAvailable() {
   state.styles ??= await api("/api/sketch/styles/available");
   return state.styles;
@@ -142,7 +152,7 @@ export function imageView(id) {
             image = await api(`/api/images/${id}`);
             renderHeader();
             fill(aiStatus, notice("Caption saved.", "ok"));
-          } else if (FINISHED.has(t.status)) fill(aiStatus, notice(`Caption ${t.status}: ${t.error?.message ?? t.error ?? ""}`));
+          } else if (FINISHED.has(t.status)) fill(aiStatus, aiFailure("The caption", t));
         });
       } catch (err) { fill(aiStatus, notice(errorText(err))); }
     });
@@ -166,10 +176,18 @@ export function imageView(id) {
             const made = t.result?.image_id;
             fill(aiStatus, notice("Done: the edited image is in your gallery.", "ok"),
               made ? h("a", { href: `#/image/${made}` }, "Open the edited image") : h("a", { href: "#/gallery" }, "Open the gallery"));
-          } else if (FINISHED.has(t.status)) fill(aiStatus, notice(`Edit ${t.status}: ${t.error?.message ?? t.error ?? ""}`));
+          } else if (FINISHED.has(t.status)) fill(aiStatus, aiFailure("The edit", t));
         });
       } catch (err) { fill(aiStatus, refusal(err)); }
     });
+
+    // A failed AI task in words for the person who asked; the provider's own message (which
+    // may name server settings) only for admins.
+    function aiFailure(what, t) {
+      if (t.status === "canceled") return notice(`${what} was canceled.`, "info");
+      const said = AI_FAILURES[t.error_code] ?? "could not be made just now; please try again later.";
+      return h("div", notice(`${what} ${said}`), admin && t.error ? h("p.hint.operator", h("strong", "Admin: "), t.error) : null);
+    }
 
     // An edit the provider cannot make: a short sentence, the edits it can make as one-click
     // suggestions, and (for admins only) the server setting that would add a provider.
