@@ -321,6 +321,7 @@ async def test_edit_suggestions_and_refusal_for_users_and_admins(
     assert "GEMINI" not in (await refusal.text_content() or "")
     assert "API_KEY" not in (await page.locator("main").text_content() or "")
     await expect(refusal.locator(".chip")).to_have_count(len(offered))
+    await expect(page.locator("#edit-help")).to_be_hidden()  # one list, next to the reason
     await refusal.get_by_role("button", name="sepia").click()
     await expect(page.get_by_label("Edit with a prompt")).to_have_value("sepia")
     await expect(page.get_by_label("Edit with a prompt")).to_be_focused()

@@ -72,6 +72,15 @@ export function imageView(id) {
           h("button.danger#delete-image", { type: "button", onclick: deleteImage }, "Delete image")),
         image.status === "failed" ? null : shareBox()));
     renderHeader();
+    // An image opened while its thumbnails (or automatic caption) are still being made: show
+    // them when they are done, without a reload.
+    view.onImageTask = async (t) => {
+      if (t.image_id !== id || t.status !== "succeeded" || view.tasks.has(t.id)) return;
+      if (!["thumbnails", "caption"].includes(t.kind)) return;
+      if (t.kind === "thumbnails" && image.status !== "processing") return;
+      try { image = await api(`/api/images/${id}`); } catch { return; }
+      renderHeader();
+    };
 
     async function deleteImage() {
       const count = history.querySelectorAll("li").length;
@@ -169,6 +178,7 @@ export function imageView(id) {
     editForm.addEventListener("submit", async (e) => {
       e.preventDefault();
       fill(aiStatus, h("p.muted", "Editing…"));
+      editHelp.hidden = false;
       try {
         const task = await api("/api/ai/edit", { method: "POST", body: { image_id: id, prompt: prompt.value } });
         follow(task, (t) => {
@@ -178,7 +188,12 @@ export function imageView(id) {
               made ? h("a", { href: `#/image/${made}` }, "Open the edited image") : h("a", { href: "#/gallery" }, "Open the gallery"));
           } else if (FINISHED.has(t.status)) fill(aiStatus, aiFailure("The edit", t));
         });
-      } catch (err) { fill(aiStatus, refusal(err)); }
+      } catch (err) {
+        const refused = refusal(err);
+        // The refusal carries the suggestions itself: one list on screen, next to the reason.
+        editHelp.hidden = refused.classList.contains("refusal") && Boolean(err.problem?.edits?.length);
+        fill(aiStatus, refused);
+      }
     });
 
     // A failed AI task in words for the person who asked; the provider's own message (which
@@ -202,6 +217,7 @@ export function imageView(id) {
         admin && problem.hint ? h("p.hint.operator", h("strong", "Admin: "), problem.hint) : null);
     }
 
+    const editHelp = h("div#edit-help", edits.length ? [h("p.small.muted", "Edits this provider can make:"), chips(edits)] : null);
     const providerLine = current
       ? h("p.muted#ai-provider",
         `${canCaption && canEdit ? "Captions and edits" : canCaption ? "Captions" : "Edits"} by ${current.name}`,
@@ -213,7 +229,7 @@ export function imageView(id) {
       providerLine,
       h("div.inline", captionButton),
       editForm,
-      h("div#edit-help", edits.length ? [h("p.small.muted", "Edits this provider can make:"), chips(edits)] : null),
+      editHelp,
       aiStatus,
       operatorHints.length ? h("details.operator", h("summary", "Other providers (admin)"),
         h("ul", operatorHints.map((p) => h("li", h("strong", p.name), ` — ${p.hint}`)))) : null);
@@ -387,6 +403,7 @@ export function imageView(id) {
     if (FINISHED.has(current.status)) view.tasks.delete(task.id);
   }
   view.onTask = (task) => {
+    view.onImageTask?.(task);
     const callback = view.tasks.get(task.id);
     if (!callback) return;
     if (FINISHED.has(task.status)) view.tasks.delete(task.id);
