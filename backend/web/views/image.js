@@ -55,7 +55,7 @@ export function imageView(id) {
       fill(main, h("p", h("a", { href: "#/gallery" }, "← Gallery")), notice(errorText(err)));
       return;
     }
-    const before = image.thumbnails?.medium;
+    let before = image.thumbnails?.medium;
     const longSide = Math.max(image.width ?? 0, image.height ?? 0);
 
     // --- header: picture, facts, download, share link, delete ------------------------------
@@ -79,6 +79,7 @@ export function imageView(id) {
       if (!["thumbnails", "caption"].includes(t.kind)) return;
       if (t.kind === "thumbnails" && image.status !== "processing") return;
       try { image = await api(`/api/images/${id}`); } catch { return; }
+      before = image.thumbnails?.medium;
       renderHeader();
     };
 
