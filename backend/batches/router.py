@@ -120,6 +120,23 @@ async def get_batch(batch_id: uuid.UUID, user: CurrentUser, session: SessionDep)
     return BatchOut(**await service.batch_out(session, batch))
 
 
+@router.delete(
+    "/api/batches/{batch_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problem_responses(403, 404, 409, 422),
+)
+async def delete_batch(
+    batch_id: uuid.UUID, user: CurrentUser, session: SessionDep, resources: ResourcesDep
+) -> Response:
+    """Delete a finished batch with its items and compressed outputs; the images it imported
+    stay. 409 `batch.in_progress` while its task is queued or running (cancel it first)."""
+    await service.delete_batch(
+        session, storage=resources.storage, user_id=user.id, batch_id=batch_id
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 @router.get(
     "/api/batches/{batch_id}/items", response_model=Items, responses=problem_responses(404, 422)
 )
