@@ -40,7 +40,8 @@ const FETCH_WORDS = {
 /** One URL's failure in plain words; the server's technical text stays in the tooltip. */
 export function itemError(item) {
   if (item.error_code === "fetch.http_status") {
-    const status = Number((item.error || "").match(/\b([1-5]\d\d)\b/)?.[1]);
+    // The server says "'<url>' answered HTTP 404"; the URL itself may hold any digits.
+    const status = Number((item.error || "").match(/HTTP (\d{3})\b/)?.[1]);
     return status ? `The site answered ${status}${HTTP_WORDS[status] ? ` (${HTTP_WORDS[status]})` : ""}.`
       : "The site answered with an error.";
   }
@@ -78,7 +79,7 @@ function problemNotice(err) {
 export function batchesView() {
   const list = h("ul.batches", { "aria-labelledby": "batches-heading" });
   const status = h("div.status");
-  const more = h("button", { type: "button", hidden: true }, "Load more");
+  const more = h("button.load-more", { type: "button", hidden: true }, "Load more");
   const counter = h("p.muted.small", { role: "status" });
   const rows = new Map(); // batch id → {el, update(batch), batch}
   let cursor = null;
