@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,7 +108,7 @@ async def start_import(page: Page, rows: list[tuple[str, list[str]]]) -> str:
 
 
 async def test_failed_and_partial_batches_show_their_outcome_and_each_url(
-    browser: Browser, shop: Shop
+    browser: Browser, shop: Shop, screenshots: Path | None
 ) -> None:
     page = await open_app(browser, shop.base)
     await page.get_by_role("link", name="Batches").click()
@@ -164,6 +165,8 @@ async def test_failed_and_partial_batches_show_their_outcome_and_each_url(
     assert output.headers["content-type"] == "image/jpeg"
     await anonymous.close()
 
+    if screenshots:
+        await page.screenshot(path=str(screenshots / "screenshot-batches.png"), full_page=True)
     for name, viewport in VIEWPORTS.items():
         await page.set_viewport_size(viewport)  # type: ignore[arg-type]
         await assert_accessible(page, f"batches with details open ({name})")
@@ -173,6 +176,7 @@ async def test_failed_and_partial_batches_show_their_outcome_and_each_url(
     dialog = page.get_by_role("dialog", name="Delete this batch?")
     await expect(dialog).to_be_visible()
     await expect(dialog).to_contain_text("products.csv")
+    await expect(dialog).to_contain_text("It imported no images.")
     for name, viewport in VIEWPORTS.items():
         await page.set_viewport_size(viewport)  # type: ignore[arg-type]
         await assert_accessible(page, f"batches with the delete dialog open ({name})")
@@ -187,7 +191,7 @@ async def test_failed_and_partial_batches_show_their_outcome_and_each_url(
     assert gone.status == 404
     # Deleting the partial batch keeps the two images it imported.
     await partial.get_by_role("button", name="Delete products.csv").click()
-    await expect(dialog).to_contain_text("2 images it imported stay")
+    await expect(dialog).to_contain_text("The 2 images it imported stay in your gallery.")
     await dialog.get_by_role("button", name="Delete batch").click()
     await expect(page.get_by_text("No imports yet.")).to_be_visible()
     images = await (await page.request.get(f"{shop.base}/api/images")).json()
@@ -271,7 +275,9 @@ async def test_load_more_reaches_every_batch(browser: Browser, shop: Shop) -> No
     await page.context.close()
 
 
-async def test_api_keys_copy_last_use_and_delete(browser: Browser, shop: Shop) -> None:
+async def test_api_keys_copy_last_use_and_delete(
+    browser: Browser, shop: Shop, screenshots: Path | None
+) -> None:
     page = await open_app(browser, shop.base, permissions=["clipboard-read", "clipboard-write"])
     await page.get_by_role("link", name="API keys").click()
     await page.get_by_label("Key name").fill("shop server")
@@ -283,6 +289,8 @@ async def test_api_keys_copy_last_use_and_delete(browser: Browser, shop: Shop) -
     await expect(page.locator(".new-key").get_by_role("status")).to_have_text("Copied")
     await expect(page.locator("#live")).to_have_text("Copied")
     assert await page.evaluate("navigator.clipboard.readText()") == key
+    if screenshots:
+        await page.screenshot(path=str(screenshots / "screenshot-keys.png"), full_page=True)
 
     row = page.get_by_role("row", name="shop server")
     await expect(row.locator('[data-label="Last used"]')).to_have_text("never")

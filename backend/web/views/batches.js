@@ -134,8 +134,11 @@ export function batchesView() {
   const askDelete = (row) => {
     const b = row.batch;
     pending = row;
-    fill(dialogText, `“${b.filename}”, started ${new Date(b.created_at).toLocaleString()}, with its output CSV and compressed images will be removed. `
-      + `The ${b.processed_images} image${b.processed_images === 1 ? "" : "s"} it imported stay in your gallery.`);
+    const started = new Date(b.created_at).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+    const kept = b.processed_images
+      ? `The ${b.processed_images === 1 ? "image" : `${b.processed_images} images`} it imported stay${b.processed_images === 1 ? "s" : ""} in your gallery.`
+      : "It imported no images.";
+    fill(dialogText, `“${b.filename}”, started ${started}, will be removed with its output CSV and compressed images. ${kept}`);
     dialog.returnValue = "";
     dialog.showModal();
   };
