@@ -52,6 +52,7 @@ class ItemOut(BaseModel):
     error_code: str | None
     image_id: uuid.UUID | None
     output_url: str | None
+    thumbnail_url: str | None
     output_bytes: int | None
 
 
@@ -158,6 +159,7 @@ async def batch_items(
                 output_url=service.output_url(resources.settings, item, quality=batch.quality)
                 if item.status == ItemStatus.succeeded
                 else None,
+                thumbnail_url=service.thumbnail_url(resources.settings, item),
                 output_bytes=item.output_bytes,
             )
             for item in await service.items_of(session, batch)

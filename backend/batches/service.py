@@ -33,6 +33,7 @@ from backend.tasks.models import Task, TaskStatus
 from backend.tasks.queue import TaskQueue
 
 BATCH_KIND = "batch"
+THUMBNAIL_SIDE = 200  # the gallery's small size, so a browser may reuse what it has cached
 log = structlog.get_logger(__name__)
 
 
@@ -252,6 +253,13 @@ def output_url(settings: Settings, item: BatchItem, *, quality: int) -> str:
     if item.image_id is not None:
         return delivery.image_url(settings, item.image_id, fmt="jpeg", quality=quality)
     return f"{settings.public_base_url}/api/batches/{item.batch_id}/items/{item.id}/output"
+
+
+def thumbnail_url(settings: Settings, item: BatchItem) -> str | None:
+    """A small signed preview of an item's output (format chosen by the browser's Accept)."""
+    if item.status != ItemStatus.succeeded or item.image_id is None:
+        return None
+    return delivery.image_url(settings, item.image_id, fmt="auto", side=THUMBNAIL_SIDE)
 
 
 def output_csv(batch: Batch, items: list[BatchItem], settings: Settings) -> bytes:

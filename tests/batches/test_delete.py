@@ -5,6 +5,7 @@ it is canceled; someone else's batch answers like a missing one."""
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -12,10 +13,12 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from PIL import Image as PILImage
 from sqlalchemy import func, select
 
 from backend.batches.models import BatchItem
@@ -111,6 +114,17 @@ async def test_delete_removes_batch_items_and_outputs_but_keeps_images(stack: St
         assert done["status"] == "partial", done
         items = (await c.get(f"/api/batches/{batch['id']}/items")).json()["items"]
         image_id = next(item["image_id"] for item in items if item["status"] == "succeeded")
+        # Each output has a small preview that opens without cookies; a failure has none.
+        previews = {item["status"]: item["thumbnail_url"] for item in items}
+        assert previews["failed"] is None
+        # Signed under PUBLIC_BASE_URL, which this app was not given: the path is what counts.
+        path = urlsplit(previews["succeeded"]).path
+        async with httpx.AsyncClient(base_url=stack.base, timeout=30) as anonymous:
+            preview = await anonymous.get(path, headers={"Accept": "image/webp"})
+        assert preview.status_code == 200, preview.text
+        assert preview.headers["content-type"] == "image/webp"
+        with PILImage.open(io.BytesIO(preview.content)) as shown:
+            assert max(shown.size) <= 200
         resources = stack.app.state.resources
         async with resources.db.sessionmaker() as session:
             rows = list(await session.scalars(select(BatchItem)))

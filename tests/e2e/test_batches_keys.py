@@ -158,9 +158,14 @@ async def test_failed_and_partial_batches_show_their_outcome_and_each_url(
         arg=partial_id,
         timeout=TIMEOUT_MS,
     )
-    src = await thumbs.first.get_attribute("src") or ""
+    # Small previews (fitted in 200 px), each a link to the full output JPEG.
+    widths = await thumbs.evaluate_all(
+        "imgs => imgs.map(i => Math.max(i.naturalWidth, i.naturalHeight))"
+    )
+    assert all(0 < side <= 200 for side in widths), widths
+    href = await partial.locator("a.thumb-link").first.get_attribute("href") or ""
     anonymous = await page.context.browser.new_context()  # type: ignore[union-attr]
-    output = await anonymous.request.get(src)
+    output = await anonymous.request.get(href)
     assert output.status == 200
     assert output.headers["content-type"] == "image/jpeg"
     await anonymous.close()

@@ -222,7 +222,7 @@ export function batchesView() {
     return h(`li.item.${item.status}`,
       ok && item.output_url
         ? h("a.thumb-link", { href: item.output_url, target: "_blank", rel: "noopener" },
-          h("img.item-thumb", { src: item.output_url, alt: `Output of ${item.url}`, loading: "lazy", width: 64, height: 64 }))
+          h("img.item-thumb", { src: item.thumbnail_url || item.output_url, alt: `Output of ${item.url}`, loading: "lazy", width: 64, height: 64 }))
         : h("span.item-thumb.none", { "aria-hidden": "true" }, failed ? "✕" : "…"),
       h("div.item-text",
         h("p.item-url", h("span.sr-only", `Line ${item.line}: `), item.url),
