@@ -24,7 +24,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, FilePayload, Page, expect
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from backend.tasks.worker import running_worker
@@ -54,7 +54,18 @@ async def shop(make_live_app: AppFactory, monkeypatch: pytest.MonkeyPatch) -> As
             return Response(b"no such photo", status_code=404, media_type="text/plain")
         return Response(data, media_type="image/jpeg")
 
-    origin = Starlette(routes=[Route("/photos/{name}.jpg", photo)])
+    async def trickle(_: Request) -> StreamingResponse:
+        async def body() -> AsyncIterator[bytes]:
+            data = PHOTOS["coffee"]
+            for start in range(0, len(data), 16):
+                yield data[start : start + 16]
+                await asyncio.sleep(0.2)
+
+        return StreamingResponse(body(), media_type="image/jpeg")
+
+    origin = Starlette(
+        routes=[Route("/photos/{name}.jpg", photo), Route("/slow/coffee.jpg", trickle)]
+    )
     async with serve(origin) as images:  # type: ignore[arg-type]
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -63,6 +74,8 @@ async def shop(make_live_app: AppFactory, monkeypatch: pytest.MonkeyPatch) -> As
             public_base_url=base,
             allowed_origins=[base],
             fetch_allow_loopback_hosts=["127.0.0.1"],
+            # The trickling photo times out quickly on each try (a cancel waits for it).
+            fetch_total_timeout_seconds=1.5,
         )
         monkeypatch.setattr("tests.live.free_port", lambda: port)
         async with running_worker(app.state.resources), serve(app) as served:
@@ -120,7 +133,7 @@ async def test_failed_and_partial_batches_show_their_outcome_and_each_url(
     failed_id = await start_import(page, [("Lamp", [missing, PRIVATE_URL])])
     failed = page.locator(f'li.batch[data-id="{failed_id}"]')
     # Live over the WebSocket, no reload: the batch ends failed, in red words, never "Succeeded".
-    await expect(failed).to_have_attribute("data-status", "failed")
+    await expect(failed).to_have_attribute("data-status", "failed", timeout=TIMEOUT_MS)
     await expect(failed.locator(".badge")).to_have_text("Failed")
     await expect(failed.locator(".batch-status")).to_have_text("Failed: no image of 2 imported")
     await expect(failed).to_contain_text("quality 40")
@@ -128,7 +141,7 @@ async def test_failed_and_partial_batches_show_their_outcome_and_each_url(
 
     await failed.get_by_role("button", name="Show each image").click()
     items = failed.locator(".batch-detail li.item")
-    await expect(items).to_have_count(2)
+    await expect(items).to_have_count(2, timeout=TIMEOUT_MS)
     await expect(items.nth(0)).to_contain_text(missing)
     await expect(items.nth(0)).to_contain_text("The site answered 404 (not found).")
     await expect(items.nth(1)).to_contain_text(PRIVATE_URL)
@@ -141,13 +154,13 @@ async def test_failed_and_partial_batches_show_their_outcome_and_each_url(
     good = [f"{shop.images}/photos/{name}.jpg" for name in ("astronaut", "chelsea")]
     partial_id = await start_import(page, [("Mug", good), ("Chair", [missing])])
     partial = page.locator(f'li.batch[data-id="{partial_id}"]')
-    await expect(partial).to_have_attribute("data-status", "partial")
+    await expect(partial).to_have_attribute("data-status", "partial", timeout=TIMEOUT_MS)
     await expect(partial.locator(".badge")).to_have_text("Partly done")
     await expect(partial.locator(".batch-status")).to_have_text("Partly done: 2 of 3 images")
     # Newest first.
     assert await page.locator("li.batch").first.get_attribute("data-id") == partial_id
     await partial.get_by_role("button", name="Show each image").click()
-    await expect(partial.locator("li.item.succeeded")).to_have_count(2)
+    await expect(partial.locator("li.item.succeeded")).to_have_count(2, timeout=TIMEOUT_MS)
     await expect(partial.locator("li.item.failed")).to_contain_text("404")
     thumbs = partial.locator("img.item-thumb")
     await expect(thumbs).to_have_count(2)
@@ -201,6 +214,26 @@ async def test_failed_and_partial_batches_show_their_outcome_and_each_url(
     await expect(page.get_by_text("No imports yet.")).to_be_visible()
     images = await (await page.request.get(f"{shop.base}/api/images")).json()
     assert len(images["items"]) == 2
+    await page.context.close()
+
+
+async def test_a_running_batch_is_canceled_then_deleted(browser: Browser, shop: Shop) -> None:
+    page = await open_app(browser, shop.base, "phone")
+    await page.get_by_role("link", name="Batches").click()
+    batch_id = await start_import(page, [("Coffee", [f"{shop.images}/slow/coffee.jpg"])])
+    row = page.locator(f'li.batch[data-id="{batch_id}"]')
+    await expect(row).to_have_attribute("data-status", "running", timeout=TIMEOUT_MS)
+    await expect(row.locator(".batch-status")).to_have_text("Importing: 0 of 1 tried")
+    await expect(row.get_by_role("button", name="Delete products.csv")).to_have_count(0)
+    await row.get_by_role("button", name="Cancel products.csv").click()
+    # It stops once the photo in flight gives up; the row follows over the WebSocket.
+    await expect(row.get_by_role("button", name="Canceling products.csv")).to_be_disabled()
+    await expect(row).to_have_attribute("data-status", "canceled", timeout=TIMEOUT_MS)
+    await expect(row.locator(".badge")).to_have_text("Canceled")
+    await expect(row.get_by_role("button", name="Cancel products.csv")).to_have_count(0)
+    await row.get_by_role("button", name="Delete products.csv").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Delete batch").click()
+    await expect(row).to_have_count(0)
     await page.context.close()
 
 
@@ -268,11 +301,11 @@ async def test_load_more_reaches_every_batch(browser: Browser, shop: Shop) -> No
 
     await page.get_by_role("link", name="Batches").click()
     rows = page.locator("li.batch")
-    await expect(rows).to_have_count(50)
+    await expect(rows).to_have_count(50, timeout=TIMEOUT_MS)
     more = page.get_by_role("button", name="Load more")
     await expect(more).to_be_visible()
     await more.click()
-    await expect(rows).to_have_count(55)
+    await expect(rows).to_have_count(55, timeout=TIMEOUT_MS)
     await expect(more).to_be_hidden()
     shown = await rows.evaluate_all("rows => rows.map(r => r.dataset.id)")
     assert shown == list(reversed(made))  # newest first, none twice, none missing
@@ -340,4 +373,25 @@ async def test_api_keys_copy_last_use_and_delete(
         f"{shop.base}/api/images", headers={"X-API-Key": key, "Cookie": ""}
     )
     assert refused.status == 401
+    await page.context.close()
+
+
+async def test_key_copy_without_the_clipboard_api_selects_the_key(
+    browser: Browser, shop: Shop
+) -> None:
+    page = await open_app(browser, shop.base, "phone")
+    # As on an insecure origin: no async clipboard API at all.
+    await page.add_init_script(
+        "Object.defineProperty(Navigator.prototype, 'clipboard', {get: () => undefined})"
+    )
+    await page.reload()
+    assert await page.evaluate("navigator.clipboard === undefined")
+    await page.get_by_role("link", name="API keys").click()
+    await page.get_by_label("Key name").fill("backup job")
+    await page.get_by_role("button", name="Create key").click()
+    key = (await page.locator("code.key").text_content() or "").strip()
+    await page.get_by_role("button", name="Copy key backup job").click()
+    # The key is selected (Ctrl+C works) and the older copy command has copied it.
+    assert await page.evaluate("window.getSelection().toString()") == key
+    await expect(page.locator(".new-key").get_by_role("status")).to_have_text("Copied")
     await page.context.close()

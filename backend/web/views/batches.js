@@ -206,11 +206,16 @@ export function batchesView() {
         }
       },
     };
-    const cancel = async () => {
+    const cancel = async (e) => {
+      const button = e.currentTarget;
+      button.disabled = true;
       try {
         await api(`/api/tasks/${row.batch.task_id}/cancel`, { method: "POST" });
+        // The task stops at its next step, after the images in flight: say so until it has.
+        fill(button, "Canceling…");
+        button.setAttribute("aria-label", `Canceling ${label}`);
         announce(`Canceling ${label}; it stops after the images in progress.`);
-      } catch (err) { row.showError(err); }
+      } catch (err) { button.disabled = false; row.showError(err); }
     };
     row.update(b);
     return row;
