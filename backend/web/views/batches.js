@@ -145,17 +145,20 @@ export function batchesView() {
 
   const makeRow = (b) => {
     const label = b.filename || `Batch ${b.id.slice(0, 8)}`;
+    // Imports often share a file name: buttons also say when theirs started.
+    const ident = `${label}, started ${new Date(b.created_at).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" })}`;
     const detailId = `batch-detail-${b.id}`;
+    const nameId = `batch-name-${b.id}`;
     const badgeEl = h("span.badge");
     const words = h("p.batch-status");
-    const bar = h("progress", { max: 100, "aria-label": `Progress of ${label}` });
+    const bar = h("progress", { max: 100, "aria-label": `Progress of ${ident}` });
     const meta = h("p.small.muted");
     const actions = h("div.actions");
     const message = h("div");
     const detail = h("div.batch-detail", { id: detailId, hidden: true });
-    const toggle = h("button.link", { type: "button", "aria-expanded": "false", "aria-controls": detailId }, "Show each image");
+    const toggle = h("button.link", { type: "button", "aria-expanded": "false", "aria-controls": detailId, "aria-describedby": nameId }, "Show each image");
     const el = h("li.card.batch", { "data-id": b.id },
-      h("div.row", h("h3.batch-name", label), badgeEl), words, bar, meta, actions, message, detail);
+      h("div.row", h("h3.batch-name", { id: nameId }, label), badgeEl), words, bar, meta, actions, message, detail);
     let lastSeen = "";
     let refreshing = null;
 
@@ -197,9 +200,9 @@ export function batchesView() {
         if (seen !== lastSeen) {
           const hadFocus = actions.contains(document.activeElement) ? document.activeElement.textContent : null;
           fill(actions, toggle,
-            ended ? h("a", { href: `/api/batches/${batch.id}/output.csv`, download: `${label.replace(/\.csv$/i, "")}-output.csv` }, "Download output CSV") : null,
-            !ended && batch.task_id ? h("button", { type: "button", onclick: cancel, "aria-label": `Cancel ${label}` }, "Cancel") : null,
-            ended ? h("button.danger.delete", { type: "button", onclick: () => askDelete(row), "aria-label": `Delete ${label}` }, "Delete") : null);
+            ended ? h("a", { href: `/api/batches/${batch.id}/output.csv`, download: `${label.replace(/\.csv$/i, "")}-output.csv`, "aria-describedby": nameId }, "Download output CSV") : null,
+            !ended && batch.task_id ? h("button", { type: "button", onclick: cancel, "aria-label": `Cancel ${ident}` }, "Cancel") : null,
+            ended ? h("button.danger.delete", { type: "button", onclick: () => askDelete(row), "aria-label": `Delete ${ident}` }, "Delete") : null);
           if (hadFocus) [...actions.querySelectorAll("a,button")].find((x) => x.textContent === hadFocus)?.focus();
           if (lastSeen) refreshItems();
           lastSeen = seen;
@@ -213,7 +216,7 @@ export function batchesView() {
         await api(`/api/tasks/${row.batch.task_id}/cancel`, { method: "POST" });
         // The task stops at its next step, after the images in flight: say so until it has.
         fill(button, "Canceling…");
-        button.setAttribute("aria-label", `Canceling ${label}`);
+        button.setAttribute("aria-label", `Canceling ${ident}`);
         announce(`Canceling ${label}; it stops after the images in progress.`);
       } catch (err) { button.disabled = false; row.showError(err); }
     };
