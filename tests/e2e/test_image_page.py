@@ -9,7 +9,7 @@ import asyncio
 import io
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,14 @@ from tests.photos import DARK_SCENE, PHOTO, PORTRAIT
 from tests.servers import free_port
 
 TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(autouse=True)
+def patient_expect() -> Iterator[None]:
+    """Server round trips on a shared 2-core machine can take over expect's 5 s default."""
+    expect.set_options(timeout=15_000)
+    yield
+    expect.set_options(timeout=None)  # back to Playwright's default for other modules
 
 
 def with_camera(path: Path, make: str, model: str) -> bytes:
@@ -398,5 +406,51 @@ async def test_a_failed_ai_task_speaks_to_the_user_and_details_go_to_admins(
     await page.get_by_role("button", name="Write a caption").click()
     await expect(page.locator(".hint.operator")).to_contain_text(
         "GEMINI_API_KEY", timeout=TIMEOUT_MS
+    )
+    await context.close()
+
+
+async def test_earlier_sketches_page_on_past_the_first_screenful(
+    browser: Browser, live_url: str
+) -> None:
+    context, page = await signed_in(browser, live_url)
+    image = await upload(page, live_url, "coffee.jpg", DARK_SCENE.read_bytes())
+    other = await upload(page, live_url, "astronaut.jpg", PORTRAIT.read_bytes())
+    headers = await csrf(context)
+    made = []
+    for n in range(26):
+        body = {
+            "image_id": other["id"] if n == 0 else image["id"],  # one of another image
+            "style": "ink",
+            "params": {"max_side": 256},
+        }
+        answer = await page.request.post(
+            f"{live_url}/api/sketch/create", data=body, headers=headers
+        )
+        assert answer.status == 202, await answer.text()
+        made.append((await answer.json())["sketch"]["id"])
+    await open_image(page, live_url, image["id"])
+    items = page.locator("#history li")
+    await expect(items).to_have_count(24)
+    more = page.get_by_role("button", name="Show older sketches")
+    await more.click()
+    await expect(items).to_have_count(25)
+    await expect(more).to_be_hidden()
+    listed = [await items.nth(i).get_attribute("data-id") for i in range(25)]
+    assert listed == made[1:][::-1]  # this image's only, newest first, no repeats
+    # A sketch of this image made elsewhere (here: the API) joins the top of the list, and
+    # shows its thumbnail when it is done.
+    answer = await page.request.post(
+        f"{live_url}/api/sketch/create",
+        data={"image_id": image["id"], "style": "charcoal"},
+        headers=headers,
+    )
+    assert answer.status == 202, await answer.text()
+    late = (await answer.json())["sketch"]["id"]
+    await expect(items).to_have_count(26)
+    await expect(items.first).to_have_attribute("data-id", late)
+    await expect(items.first.locator("img")).to_be_visible(timeout=TIMEOUT_MS)
+    await expect(page.locator('#history li[data-status="ready"] img')).to_have_count(
+        26, timeout=TIMEOUT_MS
     )
     await context.close()

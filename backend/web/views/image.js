@@ -75,7 +75,16 @@ export function imageView(id) {
     // An image opened while its thumbnails (or automatic caption) are still being made: show
     // them when they are done, without a reload.
     view.onImageTask = async (t) => {
-      if (t.image_id !== id || t.status !== "succeeded" || view.tasks.has(t.id)) return;
+      if (t.image_id !== id || view.tasks.has(t.id)) return;
+      if (t.kind === "sketch" && t.sketch_id) {
+        // A sketch of this image made elsewhere (another tab, the API): listed when it starts,
+        // its thumbnail shown when it finishes.
+        const listed = history.querySelector(`li[data-id="${t.sketch_id}"]`);
+        if (listed ? listed.dataset.status !== "processing" || !FINISHED.has(t.status) : FINISHED.has(t.status) && t.status !== "succeeded") return;
+        try { addToHistory(await api(`/api/sketch/${t.sketch_id}`), !listed); } catch { /* deleted */ }
+        return;
+      }
+      if (t.status !== "succeeded") return;
       if (!["thumbnails", "caption"].includes(t.kind)) return;
       if (t.kind === "thumbnails" && image.status !== "processing") return;
       try { image = await api(`/api/images/${id}`); } catch { return; }
