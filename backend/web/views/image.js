@@ -160,7 +160,7 @@ export function imageView(id) {
     const canCaption = current?.capabilities.caption ?? false;
     const canEdit = current?.capabilities.edit ?? false;
     const edits = (current?.edits ?? []).map(suggestion);
-    const aiStatus = h("div.status", { "aria-live": "polite" });
+    const aiStatus = h("div.status"); // its notices carry role=alert / role=status themselves
     const captionButton = h("button#caption", { type: "button", disabled: !canCaption || image.status === "failed" }, "Write a caption");
     captionButton.addEventListener("click", async () => {
       fill(aiStatus, h("p.muted", "Captioning…"));
@@ -220,7 +220,8 @@ export function imageView(id) {
       const problem = err?.problem ?? {};
       if (err?.code !== "ai.unsupported_edit") return notice(errorText(err));
       const first = (problem.detail ?? "").split(/(?<=\.)\s+Try\b/)[0] || "This edit isn't available here.";
-      const alternatives = problem.alternatives?.length ? ` ${problem.alternatives.join(" or ")} could make it.` : "";
+      const names = (problem.alternatives ?? []).map((alt) => list.find((p) => p.id === alt)?.name ?? alt);
+      const alternatives = names.length ? ` ${names.join(" or ")} could make it.` : "";
       return h("div.refusal",
         notice(`${first}${alternatives}`),
         problem.edits?.length ? [h("p.small", "Try one of these:"), chips(problem.edits.map(suggestion))] : null,
