@@ -10,6 +10,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from backend.core.units import human_bytes
 from backend.imaging.decode import ImageError, probe, verify
 from backend.imaging.header import open_header, png_chunks, sniff_format, webp_canvas_size
 
@@ -111,7 +112,7 @@ def _check_size(size_bytes: int, max_bytes: int) -> None:
         raise ValidationFailure("upload.empty", "The file is empty.")
     if size_bytes > max_bytes:
         raise ValidationFailure(
-            "upload.too_large", f"The file is larger than the {max_bytes} bytes allowed."
+            "upload.too_large", f"The file is larger than the {human_bytes(max_bytes)} allowed."
         )
 
 

@@ -27,6 +27,7 @@ import numpy.typing as npt
 import pyvips
 from PIL import Image
 
+from backend.core.units import human_pixels
 from backend.imaging.header import (
     Malformed,
     has_alpha,
@@ -101,7 +102,8 @@ def corrupt() -> ImageError:
 
 def too_many_pixels(max_pixels: int) -> ImageError:
     return ImageError(
-        "upload.too_many_pixels", f"The image has more than the {max_pixels} pixels allowed."
+        "upload.too_many_pixels",
+        f"The image has more pixels than the {human_pixels(max_pixels)} allowed.",
     )
 
 
