@@ -142,9 +142,7 @@ async def test_filters_by_status_source_and_date_with_a_total(owner: Owner) -> N
 
 
 async def test_total_counts_every_page_and_paging_keeps_the_filters(owner: Owner) -> None:
-    made = {
-        await owner.add(f"shot-{n:03}.jpg", at=T0 + timedelta(minutes=n)): n for n in range(25)
-    }
+    made = {await owner.add(f"shot-{n:03}.jpg", at=T0 + timedelta(minutes=n)): n for n in range(25)}
     await owner.add("other.jpg", at=T0 + timedelta(minutes=30))
     seen: list[str] = []
     cursor = None
