@@ -47,7 +47,7 @@ async def upload_allowance(user: CurrentUser, resources: ResourcesDep) -> None:
         resources.redis,
         f"rl:upload:{user.id}",
         limit=resources.settings.upload_rate_per_minute,
-        window_seconds=60,
+        window_seconds=resources.settings.upload_rate_window_seconds,
     )
     if wait is not None:
         raise TooManyRequests(
