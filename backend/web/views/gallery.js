@@ -90,6 +90,7 @@ export function galleryView() {
   let total = 0;
   let cursor = null;
   let loading = false;
+  let deleting = false; // no paging meanwhile: a page fetched mid-delete would hold stale rows
   let generation = 0; // bumps on every reload, so a late page of old filters is dropped
   let watchdog = null;
 
@@ -163,7 +164,7 @@ export function galleryView() {
   };
 
   async function loadPage(reset) {
-    if (loading && !reset) return;
+    if ((loading || deleting) && !reset) return;
     const mine = reset ? ++generation : generation;
     loading = true;
     loadMore.disabled = true;
@@ -187,13 +188,16 @@ export function galleryView() {
         loading = false;
         loadMore.disabled = false;
         showCount();
-        // The sentinel may still be in view after a short page: ask the observer again.
-        observer.unobserve(more);
-        if (cursor) observer.observe(more);
+        rearm();
       }
     }
   }
 
+  // The sentinel may still be in view after a short page or a delete: ask the observer again.
+  const rearm = () => {
+    observer.unobserve(more);
+    if (cursor) observer.observe(more);
+  };
   const observer = new IntersectionObserver((entries) => {
     if (!main.contains(grid)) return observer.disconnect();
     if (entries.some((e) => e.isIntersecting) && cursor && !loading) loadPage(false);
@@ -230,7 +234,14 @@ export function galleryView() {
   search.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(reload, 300); });
   for (const control of [status, source, from, to]) control.addEventListener("change", reload);
   form.addEventListener("submit", (e) => { e.preventDefault(); clearTimeout(typing); reload(); });
-  form.addEventListener("reset", () => setTimeout(reload)); // after the controls are cleared
+  form.addEventListener("reset", (e) => {
+    // A native reset would restore the values the page was loaded with (from the URL).
+    e.preventDefault();
+    clearTimeout(typing);
+    for (const control of [search, status, source, from, to]) control.value = "";
+    reload();
+    search.focus();
+  });
 
   // --- delete ----------------------------------------------------------------------------
   function removed(id) {
@@ -259,6 +270,7 @@ export function galleryView() {
     }
     removed(id);
     showCount();
+    rearm();
     announce(`${name} deleted.`);
     (next?.querySelector("[data-delete]") ?? count).focus();
   }
@@ -275,6 +287,7 @@ export function galleryView() {
     let next = 0;
     let done = 0;
     deleteSelected.disabled = true;
+    deleting = true;
     const worker = async () => {
       while (next < ids.length) {
         const id = ids[next++];
@@ -290,7 +303,9 @@ export function galleryView() {
       }
     };
     await Promise.all(Array.from({ length: Math.min(DELETE_CONCURRENCY, n) }, worker));
+    deleting = false;
     showCount();
+    rearm();
     fill(message, failed.length ? notice(`${failed.length} of ${n} could not be deleted: ${errorText(failed[0])}`) : null);
     announce(failed.length ? `${n - failed.length} deleted, ${failed.length} failed.` : `${n} deleted.`);
     count.focus();

@@ -48,7 +48,8 @@ const sleep = (ms, signal) => new Promise((resolve) => {
  * `onSettled()` when an upload ended in a way that may have changed the gallery unseen.
  */
 export function uploadQueue({ onUploaded, onSettled }) {
-  const list = h("ul.uploads", { "aria-label": "Uploads" });
+  // Focusable: a long queue scrolls, and keyboard users must be able to scroll it too.
+  const list = h("ul.uploads", { "aria-label": "Uploads", tabindex: "0" });
   const summary = h("p.upload-summary");
   const retryAll = h("button.link", { type: "button", hidden: true }, "Retry all failed");
   const panel = h("div.upload-panel", { hidden: true }, h("div.row", summary, retryAll), list);
