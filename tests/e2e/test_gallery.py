@@ -289,7 +289,8 @@ async def save_screenshot(page: Page, path: Path) -> None:
     raw = await page.screenshot(full_page=False)
     image = PILImage.open(io.BytesIO(raw)).convert("RGB")
     palette = image.quantize(colors=256, method=PILImage.Quantize.MEDIANCUT)
-    palette.save(path, optimize=True)
+    dithered = image.quantize(palette=palette, dither=PILImage.Dither.FLOYDSTEINBERG)
+    dithered.save(path, optimize=True)
 
 
 async def test_empty_gallery_drop_zone_and_skip_link(
