@@ -293,9 +293,10 @@ async def save_screenshot(page: Page, path: Path) -> None:
     dithered.save(path, optimize=True)
 
 
-async def test_empty_gallery_drop_zone_and_skip_link(
+async def test_empty_gallery_skip_link_drop_zone_and_refused_files(
     browser: Browser, restartable_server: RestartableServer
 ) -> None:
+    restartable_server.overrides["max_upload_bytes"] = 256 * 1024
     await restartable_server.start()
     context, page = await new_page(browser)
     await sign_up(page, restartable_server.url, "empty")
@@ -328,6 +329,26 @@ async def test_empty_gallery_drop_zone_and_skip_link(
     async with page.expect_file_chooser() as chooser:
         await page.get_by_role("button", name="Choose files").click()
     assert (await chooser.value).is_multiple()
+
+    # Refused files: a failed row each, the limit in people's words, Retry and Dismiss, and
+    # their failed records in the grid at once.
+    await drop_files(
+        page, [("huge.jpg", b"\xff" * 300_000), ("notes.jpg", b"shopping list, not a photo\n" * 9)]
+    )
+    await expect(page.locator(".upload-summary")).to_have_text("0 of 2 uploaded, 2 failed")
+    huge = page.locator(".upload.failed", has_text="huge.jpg")
+    await expect(huge.get_by_role("alert")).to_contain_text("larger than the 256 KB allowed")
+    await expect(huge.get_by_role("button", name="Retry huge.jpg")).to_be_visible()
+    await expect(page.get_by_role("button", name="Retry all failed")).to_be_visible()
+    await expect(page.locator("#gallery-count")).to_have_text("Showing 2 of 2")
+    await expect(page.locator('#gallery [data-status="failed"]')).to_have_count(2)
+    await expect(page.locator("#gallery")).to_contain_text("256 KB")
+    for name in VIEWPORTS:
+        await page.set_viewport_size(VIEWPORTS[name])  # type: ignore[arg-type]
+        await assert_accessible(page, f"gallery with failed uploads ({name})")
+    await huge.get_by_role("button", name="Dismiss huge.jpg").click()
+    await expect(page.locator(".upload-summary")).to_have_text("0 of 1 uploaded, 1 failed")
+    await expect(page.get_by_role("button", name="Retry all failed")).to_be_hidden()
     await context.close()
 
 

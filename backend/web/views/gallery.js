@@ -147,6 +147,16 @@ export function galleryView() {
     fill(deleteSelected, `Delete selected (${selected.size})`);
   }
 
+  // Where a card goes in the newest-first order (created_at, then id, as the API sorts).
+  const before = (a, b) => a.created_at > b.created || (a.created_at === b.created && a.id > b.id);
+  const place = (fresh, image) => {
+    const next = cards().find((c) => before(image, c.dataset));
+    if (next) next.before(fresh);
+    else if (!cursor) grid.append(fresh);
+    else return false; // it belongs to a page not loaded yet
+    return true;
+  };
+
   const upsert = (image, { prepend = true } = {}) => {
     const fresh = imageCard(image, selected.has(image.id));
     const old = card(image.id);
@@ -158,9 +168,11 @@ export function galleryView() {
       else if (focused?.select) fresh.querySelector("[data-select]").focus();
       return false;
     }
-    if (prepend) grid.prepend(fresh);
-    else grid.append(fresh);
-    return true;
+    if (!prepend) {
+      grid.append(fresh);
+      return true;
+    }
+    return place(fresh, image);
   };
 
   async function loadPage(reset) {
@@ -208,10 +220,7 @@ export function galleryView() {
   async function refreshTop() {
     try {
       const page = await api(listQuery(filters, null));
-      const newest = grid.firstElementChild?.dataset.created ?? "";
-      for (const image of [...page.items].reverse()) {
-        if (card(image.id) || image.created_at > newest) upsert(image);
-      }
+      for (const image of page.items) upsert(image);
       total = page.total;
       showCount();
     } catch { /* the next snapshot or reload will do */ }
