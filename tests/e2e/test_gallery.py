@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -417,8 +418,13 @@ async def test_a_70_file_drop_waits_out_the_rate_limit(
     for name in VIEWPORTS:
         await page.set_viewport_size(VIEWPORTS[name])  # type: ignore[arg-type]
         await assert_accessible(page, f"gallery with the upload queue ({name})")
+    # The queue goes on while another screen is shown, and is there again on coming back.
+    await page.get_by_role("link", name="Batches").click()
+    await expect(page.get_by_role("heading", name="Batches", exact=True)).to_be_visible()
+    await page.get_by_role("link", name="Gallery").click()
+    await expect(summary).to_be_visible()
     await expect(summary).to_have_text("70 of 70 uploaded", timeout=180_000)
-    await expect(page.locator("#gallery-count")).to_have_text("Showing 70 of 70")
+    await expect(page.locator("#gallery-count")).to_have_text(re.compile(r"Showing \d+ of 70$"))
     # Finished rows clear by themselves; nothing failed.
     await expect(page.locator(".upload")).to_have_count(0)
 
@@ -462,4 +468,32 @@ async def test_an_upload_is_retried_across_a_server_restart(
     await expect(page.locator(".upload.failed")).to_have_count(0)
     listed = await (await page.request.get(f"{server.url}/api/images")).json()
     assert sorted(i["original_name"] for i in listed["items"]) == sorted(n for n, _ in files)
+    await context.close()
+
+
+async def test_queued_uploads_never_go_into_the_next_account(
+    browser: Browser, restartable_server: RestartableServer
+) -> None:
+    server = restartable_server
+    server.overrides.update(upload_rate_per_minute=2, upload_rate_window_seconds=60)
+    await server.start()
+    context, page = await new_page(browser)
+    await sign_up(page, server.url, "first")
+    await drop_files(page, [(f"first-{n}.jpg", small_jpeg(n)) for n in range(5)])
+    summary = page.locator(".upload-summary")
+    await expect(summary).to_have_text("2 of 5 uploaded")
+    await expect(page.locator('.upload[data-state="retrying"]').first).to_be_visible()
+
+    # Someone else signs in in the same tab while three files wait out the rate limit.
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await sign_up(page, server.url, "second")
+    await expect(page.locator(".upload")).to_have_count(0)
+    await expect(summary).to_be_hidden()
+    # Waking every waiting retry (as coming back online does) sends nothing for the old account.
+    await page.evaluate("window.dispatchEvent(new Event('online'))")
+    await page.wait_for_timeout(1500)
+    listed = await (await page.request.get(f"{server.url}/api/images")).json()
+    assert listed["total"] == 0, listed
+    await expect(page.locator("#gallery-count")).to_have_text("")
     await context.close()

@@ -5,7 +5,7 @@
 
 import { ApiError, api } from "../api.js";
 import { announce, fill, h } from "../dom.js";
-import { altText, badge, details, errorText, FINISHED, main, notice, realtime, responsive } from "../ui.js";
+import { altText, badge, details, errorText, FINISHED, main, notice, realtime, responsive, state } from "../ui.js";
 import { humanize, uploadQueue } from "./upload.js";
 
 const PAGE_SIZE = 40;
@@ -349,14 +349,16 @@ export function galleryView() {
   const queue = uploadQueue({
     onUploaded(image) {
       if (filtered(filters)) return refreshTop(); // it may not match the filters
-      if (upsert(image)) total++;
+      const fresh = !card(image.id);
+      upsert(image);
+      if (fresh) total++; // counted on the server even when its page is not loaded here
       showCount();
       // The thumbnail task may already have finished before the card existed.
       const task = [...realtime.tasks.values()].find((t) => t.image_id === image.id && FINISHED.has(t.status));
       if (task) refreshImage(image.id);
     },
     onSettled: refreshTop,
-  });
+  }, state.user?.id);
   choose.addEventListener("click", () => input.click());
   input.addEventListener("change", () => { queue.add([...input.files]); input.value = ""; });
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });

@@ -43,11 +43,34 @@ const sleep = (ms, signal) => new Promise((resolve) => {
   signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
 });
 
+let wake = new AbortController(); // aborted to cut every backoff short (back online)
+window.addEventListener("online", () => { wake.abort(); wake = new AbortController(); });
+
+let shared = null;
+
 /**
- * The queue and its rows. `onUploaded(image)` is called for each confirmed image, and
- * `onSettled()` when an upload ended in a way that may have changed the gallery unseen.
+ * The one queue of the page, kept across views so uploads go on (and stay visible) while the
+ * person looks at an image and comes back. Each gallery view binds its callbacks:
+ * `onUploaded(image)` for each confirmed image, `onSettled()` when an upload ended in a way
+ * that may have changed the gallery unseen.
  */
-export function uploadQueue({ onUploaded, onSettled }) {
+export function uploadQueue(callbacks, owner) {
+  // Another account in this tab: the previous one's files must not go into it.
+  if (shared && shared.owner !== owner) {
+    shared.cancelAll();
+    shared = null;
+  }
+  shared ??= { ...makeQueue(), owner };
+  shared.bind(callbacks);
+  return shared;
+}
+
+class Canceled extends Error {}
+
+function makeQueue() {
+  let hooks = { onUploaded() {}, onSettled() {} };
+  const onUploaded = (image) => hooks.onUploaded(image);
+  const onSettled = () => hooks.onSettled();
   // Focusable: a long queue scrolls, and keyboard users must be able to scroll it too.
   const list = h("ul.uploads", { "aria-label": "Uploads", tabindex: "0" });
   const summary = h("p.upload-summary");
@@ -56,9 +79,6 @@ export function uploadQueue({ onUploaded, onSettled }) {
   const waiting = [];
   const jobs = new Set();
   let active = 0;
-  let wake = new AbortController(); // aborted to cut every backoff short (back online)
-
-  window.addEventListener("online", () => { wake.abort(); wake = new AbortController(); });
 
   const counts = () => {
     let done = 0, failed = 0;
@@ -125,6 +145,8 @@ export function uploadQueue({ onUploaded, onSettled }) {
 
   async function step(job) {
     const { file } = job;
+    const live = () => { if (job.canceled) throw new Canceled(); };
+    live();
     if (!job.signed || Date.parse(job.signed.expires_at) - Date.now() < 30_000) {
       setState(job, "preparing", "Preparing…");
       job.signed = await api("/api/upload/presigned-url", {
@@ -134,11 +156,13 @@ export function uploadQueue({ onUploaded, onSettled }) {
       job.sent = false;
     }
     if (!job.sent) {
+      live();
       setState(job, "uploading", "Uploading…");
       await postForm(job.signed.url, job.signed.fields, file, (fraction) => { job.bar.value = Math.round(fraction * 100); });
       job.sent = true;
     }
     job.bar.value = 100;
+    live();
     setState(job, "checking", "Checking…");
     try {
       return await api("/api/upload/confirm", { method: "POST", body: { upload_id: job.signed.upload_id } });
@@ -165,6 +189,7 @@ export function uploadQueue({ onUploaded, onSettled }) {
         }, DONE_ROW_MS);
         return;
       } catch (err) {
+        if (job.canceled) return;
         // An expired or refused form (the storage says 403) gets one fresh form.
         if (err instanceof ApiError && err.status === 403 && job.sent === false && job.signed && !job.refreshed) {
           job.signed = null;
@@ -200,6 +225,13 @@ export function uploadQueue({ onUploaded, onSettled }) {
 
   return {
     element: panel,
+    bind(callbacks) { hooks = callbacks; },
+    cancelAll() {
+      waiting.length = 0;
+      for (const job of jobs) job.canceled = true;
+      wake.abort(); // sleeping retries wake up, see the cancel and stop
+      wake = new AbortController();
+    },
     add(files) {
       // A new drop after everything settled starts a fresh count; failed rows stay until handled.
       if (active === 0 && waiting.length === 0) {
