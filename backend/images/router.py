@@ -15,7 +15,6 @@ from backend.core.db import SessionDep
 from backend.core.errors import AppError, Forbidden, TooManyRequests, problem_responses
 from backend.core.pagination import PageDep
 from backend.core.resources import ResourcesDep
-from backend.core.units import human_bytes
 from backend.images import service
 from backend.images.models import ImageSource, ImageStatus
 from backend.images.schemas import (
@@ -27,6 +26,7 @@ from backend.images.schemas import (
     Stats,
 )
 from backend.images.validation import ValidationFailure
+from backend.imaging.units import human_bytes
 from backend.storage.responses import object_response
 
 router = APIRouter(tags=["images"], responses=problem_responses(401))

@@ -27,7 +27,6 @@ import numpy.typing as npt
 import pyvips
 from PIL import Image
 
-from backend.core.units import human_pixels
 from backend.imaging.header import (
     Malformed,
     has_alpha,
@@ -38,6 +37,7 @@ from backend.imaging.header import (
     webp_canvas_size,
 )
 from backend.imaging.layout import SLACK_BYTES, layout
+from backend.imaging.units import human_pixels
 
 Pixels = npt.NDArray[np.uint8]
 

@@ -148,7 +148,12 @@ export function galleryView() {
   }
 
   // Where a card goes in the newest-first order (created_at, then id, as the API sorts).
-  const before = (a, b) => a.created_at > b.created || (a.created_at === b.created && a.id > b.id);
+  // Times compare as instants (ISO strings with and without fractions do not sort as text).
+  const before = (a, b) => {
+    const [x, y] = [Date.parse(a.created_at), Date.parse(b.created)];
+    if (x !== y) return x > y;
+    return a.created_at === b.created ? a.id > b.id : a.created_at > b.created;
+  };
   const place = (fresh, image) => {
     const next = cards().find((c) => before(image, c.dataset));
     if (next) next.before(fresh);

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.core.units import human_bytes, human_pixels
+from backend.imaging.units import human_bytes, human_pixels
 
 
 @pytest.mark.parametrize(
