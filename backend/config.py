@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     download_url_ttl_seconds: int = Field(default=300, ge=10, le=7 * 24 * 3600)
     # Uploads (presigned and direct) one user may start per minute, across all instances.
     upload_rate_per_minute: int = Field(default=60, ge=1)
+    # The window that rate counts over; shorter ones make browser tests of the retry quick.
+    upload_rate_window_seconds: int = Field(default=60, ge=1, le=3600)
     # Where the app is reached from browsers; the local storage backend signs URLs under it.
     # Unset outside prod: http://HOST:PORT of the address actually served. Required in prod.
     public_base_url: str = ""

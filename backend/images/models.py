@@ -19,6 +19,14 @@ class ImageStatus(enum.StrEnum):
     failed = "failed"
 
 
+class ImageSource(enum.StrEnum):
+    """Where an image came from; stored as its plain string."""
+
+    upload = "upload"
+    edit = "edit"
+    batch = "batch"
+
+
 class Blob(IdMixin, TimestampMixin, Base):
     """One user's copy of some bytes: the original object, its metadata and thumbnails.
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
@@ -12,13 +13,20 @@ from backend.auth.models import Role
 from backend.core import ratelimit
 from backend.core.db import SessionDep
 from backend.core.errors import AppError, Forbidden, TooManyRequests, problem_responses
-from backend.core.pagination import Page, PageDep
+from backend.core.pagination import PageDep
 from backend.core.resources import ResourcesDep
-from backend.core.units import human_bytes
 from backend.images import service
-from backend.images.models import ImageStatus
-from backend.images.schemas import ConfirmIn, ImageOut, PresignIn, PresignOut, Stats
+from backend.images.models import ImageSource, ImageStatus
+from backend.images.schemas import (
+    ConfirmIn,
+    ImageOut,
+    ImagePage,
+    PresignIn,
+    PresignOut,
+    Stats,
+)
 from backend.images.validation import ValidationFailure
+from backend.imaging.units import human_bytes
 from backend.storage.responses import object_response
 
 router = APIRouter(tags=["images"], responses=problem_responses(401))
@@ -39,7 +47,7 @@ async def upload_allowance(user: CurrentUser, resources: ResourcesDep) -> None:
         resources.redis,
         f"rl:upload:{user.id}",
         limit=resources.settings.upload_rate_per_minute,
-        window_seconds=60,
+        window_seconds=resources.settings.upload_rate_window_seconds,
     )
     if wait is not None:
         raise TooManyRequests(
@@ -129,7 +137,7 @@ async def upload_direct(
     """Direct upload for server clients and small files: multipart ``file``."""
     limit = ingest.settings.max_upload_bytes
     too_large = ValidationFailure(
-        "upload.too_large", f"The file is larger than the limit of {human_bytes(limit)}."
+        "upload.too_large", f"The file is larger than the {human_bytes(limit)} allowed."
     )
     # The server enforces Content-Length on the body, so checking it bounds what is read;
     # nothing is parsed (or spooled to disk) for a request that is too large.
@@ -179,17 +187,65 @@ async def upload_direct(
     return await service.image_out(session, image)
 
 
-@router.get("/api/images", response_model=Page[ImageOut], responses=problem_responses(422))
+def _utc(value: datetime | None, name: str) -> datetime | None:
+    """A query time as aware UTC; one without a zone is taken as UTC."""
+    if value is None:
+        return None
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise AppError(
+            f"{name} is out of range.", code="image.invalid_date_range", status=422
+        ) from None
+
+
+def image_filters(
+    status_filter: Annotated[ImageStatus | None, Query(alias="status")] = None,
+    source: Annotated[ImageSource | None, Query(description="Where images came from")] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            pattern=r"^[^\x00]*$",
+            description="Case-insensitive part of the file name; `%` and `_` are plain text",
+        ),
+    ] = None,
+    created_after: Annotated[
+        datetime | None, Query(description="Created at or after this time (UTC if no zone)")
+    ] = None,
+    created_before: Annotated[
+        datetime | None, Query(description="Created before this time (UTC if no zone)")
+    ] = None,
+) -> service.ImageFilters:
+    after = _utc(created_after, "created_after")
+    before = _utc(created_before, "created_before")
+    if after is not None and before is not None and after > before:
+        raise AppError(
+            "created_after is later than created_before.",
+            code="image.invalid_date_range",
+            status=422,
+        )
+    return service.ImageFilters(
+        status=status_filter,
+        source=source,
+        q=(q or "").strip() or None,
+        created_after=after,
+        created_before=before,
+    )
+
+
+@router.get("/api/images", response_model=ImagePage, responses=problem_responses(422))
 async def list_images(
     user: CurrentUser,
     session: SessionDep,
     page: PageDep,
-    status_filter: Annotated[ImageStatus | None, Query(alias="status")] = None,
-) -> Page[ImageOut]:
-    items, cursor = await service.list_images(
-        session, user_id=user.id, page=page, status=status_filter
+    filters: Annotated[service.ImageFilters, Depends(image_filters)],
+) -> ImagePage:
+    """Own images, newest first, narrowed by the filters; ``total`` counts every match."""
+    items, cursor, total = await service.list_images(
+        session, user_id=user.id, page=page, filters=filters
     )
-    return Page(items=items, next_cursor=cursor)
+    return ImagePage(items=items, next_cursor=cursor, total=total)
 
 
 @router.get(

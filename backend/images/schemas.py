@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from backend.core.pagination import Page
 from backend.images.models import ImageStatus
 
 
@@ -77,6 +78,10 @@ class ImageOut(BaseModel):
     parent_id: uuid.UUID | None
     created_at: datetime
     processed_at: datetime | None
+
+
+class ImagePage(Page[ImageOut]):
+    total: int = Field(description="How many images match the filters, over all pages")
 
 
 class Stats(BaseModel):

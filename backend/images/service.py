@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -21,7 +21,7 @@ from backend.core.pagination import PageParams, make_page, newest_first
 from backend.core.pixels import run_pixels
 from backend.core.resources import Resources
 from backend.images.metadata import Metadata, extract
-from backend.images.models import Blob, Image, ImageStatus, Upload
+from backend.images.models import Blob, Image, ImageSource, ImageStatus, Upload
 from backend.images.originals import original_key, staging_key
 from backend.images.schemas import Exif, ImageOut, Stats, Thumbnails
 from backend.images.tasks import thumbnail_key
@@ -458,16 +458,39 @@ async def image_out(session: AsyncSession, image: Image) -> ImageOut:
     return to_out(image, await blob_of(session, image))
 
 
+@dataclass(frozen=True)
+class ImageFilters:
+    """What the gallery narrows a listing by; every field is optional."""
+
+    status: ImageStatus | None = None
+    source: ImageSource | None = None
+    # A case-insensitive substring of ``original_name``; ``%`` and ``_`` match themselves.
+    q: str | None = None
+    created_after: datetime | None = None  # inclusive
+    created_before: datetime | None = None  # exclusive
+
+
 async def list_images(
     session: AsyncSession,
     *,
     user_id: uuid.UUID,
     page: PageParams,
-    status: ImageStatus | None = None,
-) -> tuple[list[ImageOut], str | None]:
+    filters: ImageFilters = ImageFilters(),  # noqa: B008 (frozen, so sharing it is safe)
+) -> tuple[list[ImageOut], str | None, int]:
+    """One page of the user's images, newest first, and how many match over all pages."""
     stmt = select(Image).where(Image.user_id == user_id)
-    if status is not None:
-        stmt = stmt.where(Image.status == status)
+    if filters.status is not None:
+        stmt = stmt.where(Image.status == filters.status)
+    if filters.source is not None:
+        stmt = stmt.where(Image.source == filters.source.value)
+    if filters.q:
+        # lower(x) LIKE '%' || lower(:q) || '%' ESCAPE '/', on SQLite and Postgres alike.
+        stmt = stmt.where(Image.original_name.icontains(filters.q, autoescape=True))
+    if filters.created_after is not None:
+        stmt = stmt.where(Image.created_at >= filters.created_after)
+    if filters.created_before is not None:
+        stmt = stmt.where(Image.created_at < filters.created_before)
+    total = await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows, cursor = make_page(
         list(await session.scalars(newest_first(stmt, Image.created_at, Image.id, page))), page
     )
@@ -477,7 +500,8 @@ async def list_images(
         if blob_ids
         else {}
     )
-    return [to_out(row, blobs.get(row.blob_id) if row.blob_id else None) for row in rows], cursor
+    items = [to_out(row, blobs.get(row.blob_id) if row.blob_id else None) for row in rows]
+    return items, cursor, total
 
 
 # Other features register how to find the stored objects they derived from an image (sketch

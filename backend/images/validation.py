@@ -10,9 +10,9 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from backend.core.units import human_bytes
 from backend.imaging.decode import ImageError, probe, verify
 from backend.imaging.header import open_header, png_chunks, sniff_format, webp_canvas_size
+from backend.imaging.units import human_bytes
 
 ALLOWED_TYPES: dict[str, tuple[str, ...]] = {
     "image/jpeg": (".jpg", ".jpeg"),

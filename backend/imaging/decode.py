@@ -37,6 +37,7 @@ from backend.imaging.header import (
     webp_canvas_size,
 )
 from backend.imaging.layout import SLACK_BYTES, layout
+from backend.imaging.units import human_pixels
 
 Pixels = npt.NDArray[np.uint8]
 
@@ -102,7 +103,7 @@ def corrupt() -> ImageError:
 def too_many_pixels(max_pixels: int) -> ImageError:
     return ImageError(
         "upload.too_many_pixels",
-        f"The image has more than the {round(max_pixels / 1e6, 1):g} MP allowed.",
+        f"The image has more pixels than the {human_pixels(max_pixels)} allowed.",
     )
 
 

@@ -46,8 +46,10 @@ async function signOut() {
   announce("Signed out.");
 }
 
+let routedBefore = false;
+
 function route(message) {
-  const hash = location.hash.replace(/^#\/?/, "");
+  const hash = location.hash.replace(/^#\/?/, "").split("?")[0]; // "?…": a view's own state
   const [page, id] = hash.split("/");
   state.view = null;
   if (!state.user) {
@@ -59,7 +61,9 @@ function route(message) {
   for (const link of document.querySelectorAll("#nav a")) {
     link.toggleAttribute("aria-current", link.getAttribute("href") === `#/${page || "gallery"}`);
   }
-  main.focus({ preventScroll: true });
+  // Not on the first load: focus starts at the top, so the skip link is the first tab stop.
+  if (routedBefore) main.focus({ preventScroll: true });
+  routedBefore = true;
 }
 
 

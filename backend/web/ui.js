@@ -10,6 +10,13 @@ export const realtime = new Realtime();
 export const state = { user: null, view: null, styles: null };
 export const FINISHED = new Set(["succeeded", "failed", "canceled"]);
 
+// The skip link moves focus into <main> itself: "#main" is no route for the hash router.
+document.querySelector("a.skip")?.addEventListener("click", (e) => {
+  e.preventDefault();
+  main.focus();
+  main.scrollIntoView();
+});
+
 /** A small error/notice line; `role=alert` makes screen readers read it at once. */
 export function notice(text, kind = "error") {
   return h(`p.notice.${kind}`, { role: kind === "error" ? "alert" : "status" }, text);

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from playwright.async_api import Browser, async_playwright
 
 from backend.tasks.worker import running_worker
@@ -69,3 +71,53 @@ def screenshots() -> Path | None:
     if os.environ.get("ATELIER_SCREENSHOTS") != "1":
         return None
     return Path(__file__).resolve().parents[2] / "docs"
+
+
+class RestartableServer:
+    """The live app on one fixed port that a test may stop and start again (the same origin,
+    as a browser sees a restarted server). Each start builds a fresh app from ``overrides``."""
+
+    def __init__(self, make_live_app: AppFactory, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self._make = make_live_app
+        self._stack: AsyncExitStack | None = None
+        self.overrides: dict[str, object] = {
+            "env": "dev",
+            "public_base_url": self.url,
+            "allowed_origins": [self.url],
+        }
+
+    def app(self) -> FastAPI:
+        return self._make(**self.overrides)
+
+    async def start(self) -> None:
+        assert self._stack is None, "already running"
+        stack = AsyncExitStack()
+        served = await stack.enter_async_context(serve(self.app()))
+        assert served == self.url
+        self._stack = stack
+
+    async def stop(self) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+
+@pytest.fixture
+async def restartable_server(
+    make_live_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[RestartableServer]:
+    """Not started: set ``overrides`` (settings), then ``await start()``. The worker runs on an
+    app of its own, so it keeps working while the served one is stopped."""
+    port = free_port()
+    monkeypatch.setattr("tests.live.free_port", lambda: port)
+    server = RestartableServer(make_live_app, port)
+    worker_app = server.app()
+    try:
+        async with running_worker(worker_app.state.resources):
+            try:
+                yield server
+            finally:
+                await server.stop()
+    finally:
+        await worker_app.state.resources.close()
