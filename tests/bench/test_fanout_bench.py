@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -52,6 +53,8 @@ ROUNDS = int(os.environ.get("BENCH_FANOUT_ROUNDS", "150"))
 WARMUP = 15
 REPEATS = int(os.environ.get("BENCH_FANOUT_REPEATS", "3"))
 GC_MODE = os.environ.get("BENCH_FANOUT_GC", "tuned")
+# Set to 1 to write each server's cProfile stats into the test's tmp_path (slows them down).
+PROFILE = os.environ.get("BENCH_FANOUT_PROFILE") == "1"
 CLIENT_PROCESSES = 2
 OPEN_CONCURRENCY = 50
 
@@ -75,9 +78,9 @@ class Proc:
     def cpu(self) -> float:
         return process_cpu_seconds(self.proc.pid)
 
-    def stop(self, grace: float = 10.0) -> None:
+    def stop(self, grace: float = 10.0, sig: int = signal.SIGTERM) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(grace)
             except subprocess.TimeoutExpired:
@@ -131,6 +134,7 @@ async def start_server(
             redis_url,
             "--gc",
             GC_MODE,
+            *(["--profile", str(workdir / f"{name}.prof")] if PROFILE else []),
         ],
         server_env(settings),
         workdir / f"{name}-server.log",
@@ -350,9 +354,11 @@ async def test_fanout_1000_sockets(
                     f"run_s={result.seconds:.1f} gc={GC_MODE}"
                 )
     finally:
-        atelier.proc.stop()
+        # SIGINT: uvicorn re-raises a SIGTERM after its shutdown, which would end the process
+        # before it writes its statistics; an interrupt ends it through its ``finally``.
+        atelier.proc.stop(sig=signal.SIGINT)
         if bare is not None:
-            bare.proc.stop()
+            bare.proc.stop(sig=signal.SIGINT)
 
     def of(name: str) -> list[RunResult]:
         return [r for r in results if r.server == name]

@@ -432,7 +432,7 @@ def raw_event(user_id: uuid.UUID, n: int) -> str:
 
 
 async def next_message(sub: Subscription) -> dict[str, Any]:
-    return await asyncio.wait_for(sub.get(), TIMEOUT)
+    return (await asyncio.wait_for(sub.get(), TIMEOUT)).message
 
 
 @pytest.fixture
@@ -475,7 +475,7 @@ async def test_hub_resyncs_after_redis_restarts(tmp_path: Path) -> None:
         async with hub.subscribe(user) as sub:
             assert hub.connected
             server = await asyncio.to_thread(restart_redis, server)
-            message = await asyncio.wait_for(sub.get(), 20)
+            message = (await asyncio.wait_for(sub.get(), 20)).message
             assert message == {"type": "resync"}
             await client.publish(CHANNEL, raw_event(user, 7))
             assert (await next_message(sub))["task"] == {"n": 7}
@@ -592,7 +592,7 @@ async def test_hub_waits_for_redis_then_resyncs_early_subscribers(tmp_path: Path
         async with hub.subscribe(user) as sub:
             assert not hub.connected
             server = await asyncio.to_thread(restart_redis, server)
-            assert await asyncio.wait_for(sub.get(), 20) == {"type": "resync"}
+            assert (await asyncio.wait_for(sub.get(), 20)).message == {"type": "resync"}
             assert hub.connected
     finally:
         await hub.close()
