@@ -1,4 +1,4 @@
-"""One WebSocket fan-out server for the fan-out benchmark, run as a process of its own.
+"""The server process of the fan-out and request-cost benchmarks: Atelier, or a bare reference.
 
 ``python -m tests.bench.fanout_server atelier|bare --port P --stats FILE [--gc default|tuned]``
 
@@ -7,7 +7,8 @@
   ``atelier serve``.
 - ``bare``: the reference, a minimal FastAPI app on the same uvicorn: one Redis subscription to
   the same channel, ``/ws?user=<id>`` without authentication, and each event decoded once,
-  re-encoded once and sent as text to that user's sockets in a plain loop.
+  re-encoded once and sent as text to that user's sockets in a plain loop; and ``GET
+  /api/bare``, a FastAPI endpoint with no dependency answering a small JSON object.
 
 Both record their full garbage collections (wall-clock start and duration) and write them to
 ``--stats`` on exit, so the benchmark can count those that fell inside its measured window.
@@ -66,6 +67,11 @@ def bare_app(redis_url: str) -> FastAPI:
         await asyncio.gather(reader, return_exceptions=True)
 
     app = FastAPI(lifespan=lifespan)
+
+    @app.get("/api/bare")
+    async def bare_endpoint() -> dict[str, Any]:
+        # The request-cost benchmark's reference: routing, one dependency-free endpoint, JSON.
+        return {"items": [], "next_cursor": None}
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket, user: uuid.UUID) -> None:

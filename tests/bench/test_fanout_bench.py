@@ -116,7 +116,7 @@ class FanoutServer:
 
 
 async def start_server(
-    name: str, settings: Settings, redis_url: str, workdir: Path
+    name: str, settings: Settings, redis_url: str, workdir: Path, *, profile: bool = PROFILE
 ) -> FanoutServer:
     port = free_port()
     stats = workdir / f"{name}-stats.json"
@@ -134,7 +134,7 @@ async def start_server(
             redis_url,
             "--gc",
             GC_MODE,
-            *(["--profile", str(workdir / f"{name}.prof")] if PROFILE else []),
+            *(["--profile", str(workdir / f"{name}.prof")] if profile else []),
         ],
         server_env(settings),
         workdir / f"{name}-server.log",

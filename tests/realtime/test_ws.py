@@ -522,6 +522,63 @@ async def test_hub_ends_a_slow_subscription_without_holding_up_others(redis: Red
         await hub.close()
 
 
+async def test_hub_sends_straight_to_an_idle_socket_and_queues_what_would_wait(
+    hub: Hub, redis: Redis
+) -> None:
+    # A socket's task waiting in get(direct=send) is not woken per event: the hub sends itself.
+    # When the send would wait (the client stopped reading), nothing is lost or reordered.
+    user = uuid.uuid4()
+    writable = asyncio.Event()
+    writable.set()
+    sent: list[int] = []
+    woken = 0
+
+    async def send(text: str) -> None:
+        await writable.wait()
+        sent.append(json.loads(text)["task"]["n"])
+
+    async def socket_task(sub: Subscription) -> None:
+        nonlocal woken
+        while True:
+            frame = await sub.get(direct=send)
+            woken += 1
+            await send(frame.text)
+            sub.delivered(frame)
+
+    async with hub.subscribe(user) as sub:
+        runner = asyncio.create_task(socket_task(sub))
+        try:
+            await asyncio.sleep(0)
+            for n in (1, 2):
+                await redis.publish(CHANNEL, raw_event(user, n))
+            await eventually(lambda: sent == [1, 2], "the events were not sent")
+            assert woken == 0
+            writable.clear()
+            for n in (3, 4, 5):
+                await redis.publish(CHANNEL, raw_event(user, n))
+            await eventually(lambda: sub.pending() == 2, "the events were not queued")
+            writable.set()
+            await eventually(lambda: sent == [1, 2, 3, 4, 5], "the queued events were lost")
+            assert woken == 3
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_hub_hands_a_failed_direct_send_to_the_socket_task(hub: Hub, redis: Redis) -> None:
+    user = uuid.uuid4()
+
+    async def send(_text: str) -> None:
+        raise ConnectionResetError("the client has gone")
+
+    async with hub.subscribe(user) as sub, asyncio.timeout(TIMEOUT):
+        waiting = asyncio.create_task(sub.get(direct=send))
+        await asyncio.sleep(0)
+        await redis.publish(CHANNEL, raw_event(user, 1))
+        with pytest.raises(ConnectionResetError):
+            await waiting
+
+
 async def test_hub_resync_fits_in_a_full_queue(redis: Redis) -> None:
     hub = Hub(redis, queue_size=2)
     user = uuid.uuid4()
