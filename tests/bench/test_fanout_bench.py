@@ -89,7 +89,7 @@ class Proc:
         self._log.close()
 
 
-def server_env(settings: Settings) -> dict[str, str]:
+def server_env(settings: Settings, log_level: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
     for name in ("DATABASE_URL", "REDIS_URL", "STORAGE_URL"):
         env.pop(name, None)
@@ -97,7 +97,7 @@ def server_env(settings: Settings) -> dict[str, str]:
         {
             "ATELIER_ENV": "test",
             "ATELIER_SECRET_KEY": TEST_SECRET,
-            "ATELIER_LOG_LEVEL": "WARNING",
+            "ATELIER_LOG_LEVEL": log_level,
             "DATABASE_URL": settings.database_url,
             "REDIS_URL": settings.redis_url or "",
             "STORAGE_URL": settings.storage_url,
@@ -116,7 +116,13 @@ class FanoutServer:
 
 
 async def start_server(
-    name: str, settings: Settings, redis_url: str, workdir: Path, *, profile: bool = PROFILE
+    name: str,
+    settings: Settings,
+    redis_url: str,
+    workdir: Path,
+    *,
+    profile: bool = PROFILE,
+    log_level: str = "WARNING",
 ) -> FanoutServer:
     port = free_port()
     stats = workdir / f"{name}-stats.json"
@@ -136,7 +142,7 @@ async def start_server(
             GC_MODE,
             *(["--profile", str(workdir / f"{name}.prof")] if profile else []),
         ],
-        server_env(settings),
+        server_env(settings, log_level),
         workdir / f"{name}-server.log",
     )
     base_url = f"http://127.0.0.1:{port}"

@@ -141,9 +141,17 @@ async def test_request_cost(
     bench: BenchReport,
 ) -> None:
     redis_url = settings.redis_url or ""
-    atelier = await start_server("atelier", settings, redis_url, tmp_path, profile=PROFILE)
+    atelier = await start_server(
+        # Production's log level: the request line is part of a request's cost.
+        "atelier",
+        settings,
+        redis_url,
+        tmp_path,
+        profile=PROFILE,
+        log_level="INFO",
+    )
     bare: FanoutServer | None = None
-    results: list[tuple[Measure, Measure, Measure]] = []
+    results: list[tuple[Measure, Measure, Measure, Measure]] = []
     try:
         bare = await start_server("bare", settings, redis_url, tmp_path, profile=PROFILE)
         cookie = await register_cookie(atelier.base_url)
@@ -158,8 +166,10 @@ async def test_request_cost(
             reference = await load(bare, "/api/bare", None, tmp_path / f"bare-{repeat}.json")
             images = await load(atelier, "/api/images", cookie, tmp_path / f"list-{repeat}.json")
             me_run = await load(atelier, "/api/auth/me", cookie, tmp_path / f"me-{repeat}.json")
-            results.append((reference, images, me_run))
-            for m in (reference, images, me_run):
+            # Atelier's floor: its middleware and routing, no authentication, no database.
+            floor = await load(atelier, "/healthz", None, tmp_path / f"healthz-{repeat}.json")
+            results.append((reference, images, me_run, floor))
+            for m in (reference, images, me_run, floor):
                 bench.line(
                     f"BENCH request run={repeat} path={m.what} requests={m.requests} "
                     f"req_per_s={m.per_second:.0f} cpu_us_per_request={m.cpu_us_per_request:.0f} "
@@ -180,6 +190,7 @@ async def test_request_cost(
         (0, "bare `GET /api/bare`"),
         (1, "`GET /api/images`"),
         (2, "`GET /api/auth/me`"),
+        (3, "`GET /healthz` (Atelier, no auth, no DB)"),
     ):
         rates = [r[index].per_second for r in results]
         ratios = [r[index].per_second / r[0].per_second for r in results]
