@@ -161,9 +161,17 @@ def image_links(image: Image, blob: Blob | None) -> dict[str, str] | None:
     }
 
 
-def image_url(settings: Settings, image_id: uuid.UUID, *, fmt: str, quality: int) -> str:
-    """A signed, non-expiring URL of a whole image re-encoded as ``fmt`` (batch outputs)."""
-    options = Options(format=fmt, quality=quality)  # type: ignore[arg-type]
+def image_url(
+    settings: Settings,
+    image_id: uuid.UUID,
+    *,
+    fmt: str,
+    quality: int | None = None,
+    side: int | None = None,
+) -> str:
+    """A signed, non-expiring URL of an image re-encoded as ``fmt``: whole (batch outputs), or
+    fitted inside ``side`` × ``side`` (their thumbnails)."""
+    options = Options(width=side, height=side, format=fmt, quality=quality)  # type: ignore[arg-type]
     return sign(settings, options, Source("image", image_id))
 
 
@@ -322,6 +330,12 @@ def _stored(fmt: str, data: bytes) -> _Rendered:
     return _Rendered(encoding.CONTENT_TYPES[fmt], _etag(data), data)
 
 
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 async def _render_once(
     deps: Deps,
     source: Source,
@@ -354,9 +368,9 @@ async def _render_once(
                 pass
         return await _render_and_store(deps, source, options, fmt, quality, key)
     finally:
-        # Release only our own lock: a lock that expired may be another renderer's now.
-        if await deps.redis.get(lock) == token.encode():
-            await deps.redis.delete(lock)
+        # Release only our own lock, in one step: a lock that expired may be another
+        # renderer's now, and a GET then DEL could delete theirs in between.
+        await deps.redis.eval(_RELEASE, 1, lock, token)
 
 
 async def _render_and_store(
