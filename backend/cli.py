@@ -51,7 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.migrate:
         _migrate(args)
     uvicorn.run(
-        "backend.main:create_app",
+        _serving_app,
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -70,6 +70,17 @@ def _serve(args: argparse.Namespace) -> int:
         **HTTP_LIMITS,
     )
     return 0
+
+
+def _serving_app() -> Any:
+    """The application ``atelier serve`` runs: built, then the start-up heap frozen (see
+    ``backend.core.gctune``), so garbage collections stop walking it while sockets are open."""
+    from backend.core.gctune import tune_gc
+    from backend.main import create_app
+
+    app = create_app()
+    tune_gc()
+    return app
 
 
 def _migrate(_: argparse.Namespace) -> int:

@@ -128,21 +128,28 @@ class Resources:
             await self.storage.close()
 
 
-def get_resources(request: Request) -> Resources:
+# The dependencies below are coroutine functions although none awaits: FastAPI runs a plain
+# ``def`` dependency in a worker thread, a hop that cost more than the rest of a request.
+
+
+async def get_resources(request: Request) -> Resources:
     resources: Resources = request.app.state.resources
     return resources
 
 
-def get_settings_dep(request: Request) -> Settings:
-    return get_resources(request).settings
+async def get_settings_dep(request: Request) -> Settings:
+    resources: Resources = request.app.state.resources
+    return resources.settings
 
 
-def get_redis(request: Request) -> Redis:
-    return get_resources(request).redis
+async def get_redis(request: Request) -> Redis:
+    resources: Resources = request.app.state.resources
+    return resources.redis
 
 
-def get_storage(request: Request) -> Storage:
-    return get_resources(request).storage
+async def get_storage(request: Request) -> Storage:
+    resources: Resources = request.app.state.resources
+    return resources.storage
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]

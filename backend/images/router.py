@@ -34,7 +34,7 @@ router = APIRouter(tags=["images"], responses=problem_responses(401))
 MULTIPART_OVERHEAD = 16 * 1024
 
 
-def deps(resources: ResourcesDep) -> service.Deps:
+async def deps(resources: ResourcesDep) -> service.Deps:
     return service.Deps.of(resources)
 
 

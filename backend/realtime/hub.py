@@ -2,7 +2,8 @@
 
 Workers publish every task change on ``backend.tasks.events.CHANNEL``, tagged with the owner.
 A ``Hub`` holds a single pub/sub connection (opened when the first socket subscribes) and hands
-each event to the sockets of that owner only, through one bounded queue per socket.
+each event to the sockets of that owner only: decoded and encoded once, then sent straight to
+every socket that can take it at once, or else through that socket's bounded queue.
 
 Delivery is best effort; the database is the truth. Whenever the Redis subscription has been
 re-established (a Redis restart, a killed connection, a dead link found by the idle PING) events
@@ -16,10 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -28,7 +33,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from backend.tasks.events import CHANNEL, decode_event
+from backend.tasks.events import CHANNEL, decode_event, parse_cursor
 
 log = structlog.get_logger(__name__)
 
@@ -59,55 +64,124 @@ class HubClosed(SubscriptionClosed):
     """The process is shutting down (1012, service restart)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One event as every socket of its user receives it: decoded, checked and encoded once."""
+
+    message: Message
+    text: str
+    # The event's resume cursor, parsed once: how far a socket that got this frame is current.
+    cursor: datetime | None
+
+
+RESYNC_FRAME = Frame({"type": RESYNC}, json.dumps({"type": RESYNC}), None)
+# Sends one text frame (a socket's ``send_text``); see ``Subscription.get``.
+Sender = Callable[[str], Coroutine[Any, Any, None]]
+
+
 class Subscription:
-    """The events of one socket's user, in order, behind a bounded queue."""
+    """The events of one socket's user, in order, behind a bounded queue.
+
+    While the socket's task waits in ``get(direct=send)`` with nothing queued, the hub sends a
+    frame straight through ``send`` from its own reader, as a bare fan-out loop would: no queue,
+    no wake-up of the socket's task, no per-socket encoding. Anything else (the socket's task is
+    busy with a snapshot or a send, or the client reads slowly) goes through the queue.
+    """
 
     def __init__(self, user_id: uuid.UUID, maxsize: int) -> None:
         self.user_id = user_id
-        # None is the end marker; it wakes a waiting get() once the subscription has ended.
-        self._queue: asyncio.Queue[Message | None] = asyncio.Queue(maxsize)
+        self._maxsize = maxsize
+        self._items: deque[Frame] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._direct: Sender | None = None
         self._ended: type[SubscriptionClosed] | None = None
+        # A direct send that failed (the client has gone): raised by the next ``get``.
+        self._error: Exception | None = None
         # Set once the socket may have read a snapshot: only such subscriptions need a resync.
         self.live = False
+        # The newest point in time the socket is known to be current as of (snapshot, cursors).
+        self.position: datetime | None = None
 
-    async def get(self) -> Message:
-        """The next event or resync marker; raises a ``SubscriptionClosed`` once ended."""
-        if self._ended is not None:
-            raise self._ended()
-        item = await self._queue.get()
-        if item is None:
-            assert self._ended is not None
-            raise self._ended()
-        return item
+    async def get(self, direct: Sender | None = None) -> Frame:
+        """The next frame to send, or ``RESYNC_FRAME``; raises a ``SubscriptionClosed`` once
+        ended. While it waits, frames may instead be sent through ``direct`` by the hub."""
+        while True:
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            if self._ended is not None:
+                raise self._ended()
+            if self._items:
+                return self._items.popleft()
+            self._waiter = asyncio.get_running_loop().create_future()
+            self._direct = direct
+            try:
+                await self._waiter
+            finally:
+                self._waiter = self._direct = None
+
+    def delivered(self, frame: Frame) -> None:
+        """Record that ``frame`` reached the socket."""
+        if frame.cursor is not None and (self.position is None or frame.cursor > self.position):
+            self.position = frame.cursor
 
     def clear(self) -> None:
         """Drop what is pending: call right before reading a snapshot, which supersedes it."""
-        while not self._queue.empty():
-            self._queue.get_nowait()
-        if self._ended is not None:
-            self._queue.put_nowait(None)
+        self._items.clear()
 
     def pending(self) -> int:
-        return self._queue.qsize()
+        return len(self._items)
 
-    def _offer(self, message: Message) -> bool:
-        try:
-            self._queue.put_nowait(message)
-        except asyncio.QueueFull:
+    def _wake(self) -> None:
+        # Whatever woke the task is handled by it first: no direct send may overtake it.
+        self._direct = None
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _offer(self, frame: Frame) -> bool:
+        if self._ended is not None:
+            return True
+        if self._direct is not None and not self._items and self._send_now(self._direct, frame):
+            return True
+        if len(self._items) >= self._maxsize:
             return False
+        self._items.append(frame)
+        self._wake()
         return True
+
+    def _send_now(self, send: Sender, frame: Frame) -> bool:
+        """Send without a task switch if the socket can take it at once; False if it cannot."""
+        coro = send(frame.text)
+        try:
+            coro.send(None)
+        except StopIteration:
+            self.delivered(frame)
+            return True
+        except Exception as exc:
+            # The client has gone (or the socket broke): its own task raises this and ends.
+            self._error = exc
+            self._wake()
+            return True
+        # The send would wait: the transport is paused because the client reads slowly.
+        # uvicorn's send waits for writability before it writes anything, so closing it here
+        # drops nothing; the frame is queued and the socket's task sends it when it can.
+        coro.close()
+        self._wake()
+        return False
 
     def _resync(self) -> None:
         # Pending events are older than the snapshot the marker triggers, so they can go; this
         # also means a resync always fits, even in a full queue.
         self.clear()
         if self._ended is None:
-            self._queue.put_nowait({"type": RESYNC})
+            self._items.append(RESYNC_FRAME)
+            self._wake()
 
     def _end(self, reason: type[SubscriptionClosed]) -> None:
         if self._ended is None:
             self._ended = reason
             self.clear()
+            self._wake()
 
 
 class Hub:
@@ -115,8 +189,8 @@ class Hub:
 
     ``async with hub.subscribe(user_id) as sub:`` registers a socket; once it has entered, the
     Redis subscription is live (or ``ready_timeout`` has passed), so a snapshot read afterwards
-    misses no event. ``await sub.get()`` yields ``{"type": "task.updated", ...}`` events and
-    ``{"type": "resync"}`` markers. ``await hub.close()`` stops the reader and ends every
+    misses no event. ``await sub.get()`` yields ``Frame``s of ``{"type": "task.updated", ...}``
+    events and ``RESYNC_FRAME`` markers. ``await hub.close()`` stops the reader and ends every
     subscription with ``HubClosed``.
     """
 
@@ -257,11 +331,19 @@ class Hub:
             user_id, event = decode_event(raw)
             if not isinstance(event.get("type"), str):
                 raise ValueError("event without a type")
+            cursor = event.get("cursor")
+            frame_cursor = parse_cursor(cursor) if isinstance(cursor, str) else None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("realtime_event_malformed", error=str(exc), preview=repr(raw[:120]))
             return
-        for sub in list(self._subscribers.get(user_id, ())):
-            if not sub._offer(event):
+        subs = self._subscribers.get(user_id)
+        if not subs:
+            return
+        # Encoded once for all of the user's sockets (the same form as ``send_json``).
+        text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        frame = Frame(event, text, frame_cursor)
+        for sub in list(subs):
+            if not sub._offer(frame):
                 log.warning("realtime_slow_consumer", user_id=str(user_id))
                 sub._end(SlowConsumer)
                 self._discard(sub)

@@ -43,7 +43,7 @@ from backend.core.db import commit, utcnow
 from backend.core.errors import AppError, dependency_down
 from backend.core.resources import Resources
 from backend.realtime.deps import realtime_hub
-from backend.realtime.hub import RESYNC, HubClosed, SlowConsumer, Subscription
+from backend.realtime.hub import RESYNC_FRAME, HubClosed, SlowConsumer, Subscription
 from backend.tasks.events import cursor_for, parse_cursor, task_json
 from backend.tasks.service import active_tasks, changed_tasks
 
@@ -139,17 +139,18 @@ async def _forward(
     """Snapshot, then events and pings until the hub ends the subscription: the close code."""
     interval = resources.settings.ws_ping_seconds
     loop = asyncio.get_running_loop()
-    # How far this socket is known to be current: a resync snapshot resumes from here, so a
-    # task that finished while the event subscription was down still reaches the client.
-    position = await _send_snapshot(
+    send = websocket.send_text
+    # How far this socket is known to be current (``sub.position``): a resync snapshot resumes
+    # from there, so a task that finished while the event subscription was down still arrives.
+    sub.position = await _send_snapshot(
         websocket, resources, sub, user_id, parse_cursor(websocket.query_params.get("since"))
     )
     next_ping = loop.time() + interval
     while True:
-        message: dict[str, Any]
         try:
+            # While this waits, the hub sends events through ``send`` itself (see Subscription).
             async with asyncio.timeout_at(next_ping):
-                message = await sub.get()
+                frame = await sub.get(direct=send)
         except TimeoutError:
             await websocket.send_json({"type": "ping"})
             # From now, not from the missed slot: a stalled loop must not trigger a burst.
@@ -159,13 +160,11 @@ async def _forward(
             return CLOSE_TRY_AGAIN_LATER
         except HubClosed:
             return CLOSE_SERVICE_RESTART
-        if message.get("type") == RESYNC:
-            position = await _send_snapshot(websocket, resources, sub, user_id, position)
+        if frame is RESYNC_FRAME:
+            sub.position = await _send_snapshot(websocket, resources, sub, user_id, sub.position)
         else:
-            seen = parse_cursor(message.get("cursor"))
-            if seen is not None and seen > position:
-                position = seen
-            await websocket.send_json(message)
+            await send(frame.text)
+            sub.delivered(frame)
 
 
 async def _until_client_leaves(websocket: WebSocket) -> None:

@@ -16,7 +16,7 @@ def task_queue(resources: Resources) -> TaskQueue:
     return QUEUE.of(resources)
 
 
-def _queue_dep(resources: ResourcesDep) -> TaskQueue:
+async def _queue_dep(resources: ResourcesDep) -> TaskQueue:
     return task_queue(resources)
 
 

@@ -432,7 +432,7 @@ def raw_event(user_id: uuid.UUID, n: int) -> str:
 
 
 async def next_message(sub: Subscription) -> dict[str, Any]:
-    return await asyncio.wait_for(sub.get(), TIMEOUT)
+    return (await asyncio.wait_for(sub.get(), TIMEOUT)).message
 
 
 @pytest.fixture
@@ -475,7 +475,7 @@ async def test_hub_resyncs_after_redis_restarts(tmp_path: Path) -> None:
         async with hub.subscribe(user) as sub:
             assert hub.connected
             server = await asyncio.to_thread(restart_redis, server)
-            message = await asyncio.wait_for(sub.get(), 20)
+            message = (await asyncio.wait_for(sub.get(), 20)).message
             assert message == {"type": "resync"}
             await client.publish(CHANNEL, raw_event(user, 7))
             assert (await next_message(sub))["task"] == {"n": 7}
@@ -520,6 +520,63 @@ async def test_hub_ends_a_slow_subscription_without_holding_up_others(redis: Red
             assert slow.pending() <= 1  # its backlog was released at once
     finally:
         await hub.close()
+
+
+async def test_hub_sends_straight_to_an_idle_socket_and_queues_what_would_wait(
+    hub: Hub, redis: Redis
+) -> None:
+    # A socket's task waiting in get(direct=send) is not woken per event: the hub sends itself.
+    # When the send would wait (the client stopped reading), nothing is lost or reordered.
+    user = uuid.uuid4()
+    writable = asyncio.Event()
+    writable.set()
+    sent: list[int] = []
+    woken = 0
+
+    async def send(text: str) -> None:
+        await writable.wait()
+        sent.append(json.loads(text)["task"]["n"])
+
+    async def socket_task(sub: Subscription) -> None:
+        nonlocal woken
+        while True:
+            frame = await sub.get(direct=send)
+            woken += 1
+            await send(frame.text)
+            sub.delivered(frame)
+
+    async with hub.subscribe(user) as sub:
+        runner = asyncio.create_task(socket_task(sub))
+        try:
+            await asyncio.sleep(0)
+            for n in (1, 2):
+                await redis.publish(CHANNEL, raw_event(user, n))
+            await eventually(lambda: sent == [1, 2], "the events were not sent")
+            assert woken == 0
+            writable.clear()
+            for n in (3, 4, 5):
+                await redis.publish(CHANNEL, raw_event(user, n))
+            await eventually(lambda: sub.pending() == 2, "the events were not queued")
+            writable.set()
+            await eventually(lambda: sent == [1, 2, 3, 4, 5], "the queued events were lost")
+            assert woken == 3
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_hub_hands_a_failed_direct_send_to_the_socket_task(hub: Hub, redis: Redis) -> None:
+    user = uuid.uuid4()
+
+    async def send(_text: str) -> None:
+        raise ConnectionResetError("the client has gone")
+
+    async with hub.subscribe(user) as sub, asyncio.timeout(TIMEOUT):
+        waiting = asyncio.create_task(sub.get(direct=send))
+        await asyncio.sleep(0)
+        await redis.publish(CHANNEL, raw_event(user, 1))
+        with pytest.raises(ConnectionResetError):
+            await waiting
 
 
 async def test_hub_resync_fits_in_a_full_queue(redis: Redis) -> None:
@@ -592,7 +649,7 @@ async def test_hub_waits_for_redis_then_resyncs_early_subscribers(tmp_path: Path
         async with hub.subscribe(user) as sub:
             assert not hub.connected
             server = await asyncio.to_thread(restart_redis, server)
-            assert await asyncio.wait_for(sub.get(), 20) == {"type": "resync"}
+            assert (await asyncio.wait_for(sub.get(), 20)).message == {"type": "resync"}
             assert hub.connected
     finally:
         await hub.close()
