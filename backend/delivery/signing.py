@@ -17,6 +17,7 @@ import hmac
 import re
 import uuid
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Literal, get_args
 
 from backend.config import Settings
@@ -129,25 +130,42 @@ def parse_source(kind: str, ident: str) -> Source:
 
 
 def keyring(settings: Settings) -> dict[str, bytes]:
-    """Delivery keys by id, the minting one first. Without DELIVERY_KEYS, one derived key."""
-    if settings.delivery_keys is None:
-        derived = hmac.new(settings.secret.encode(), b"atelier-delivery-v1", hashlib.sha256)
+    """Delivery keys by id, the minting one first. Without DELIVERY_KEYS, one derived key.
+
+    Parsed once per configuration (a page of images signs dozens of links): the answer is
+    shared, so callers must not change it."""
+    configured = settings.delivery_keys
+    return _keyring(settings.secret, None if configured is None else configured.get_secret_value())
+
+
+@lru_cache(maxsize=8)
+def _keyring(secret: str, delivery_keys: str | None) -> dict[str, bytes]:
+    if delivery_keys is None:
+        derived = hmac.new(secret.encode(), b"atelier-delivery-v1", hashlib.sha256)
         return {DERIVED_KID: derived.hexdigest().encode()}
     keys: dict[str, bytes] = {}
-    for entry in settings.delivery_keys.get_secret_value().split(","):
-        kid, sep, secret = entry.strip().partition(":")
-        if not sep or not _KID.match(kid) or len(secret) < 16 or kid in keys:
+    for entry in delivery_keys.split(","):
+        kid, sep, key = entry.strip().partition(":")
+        if not sep or not _KID.match(kid) or len(key) < 16 or kid in keys:
             raise ValueError(
                 "ATELIER_DELIVERY_KEYS must be 'kid:secret,…' with kids of [A-Za-z0-9_-] and "
                 "secrets of at least 16 characters"
             )
-        keys[kid] = secret.encode()
+        keys[kid] = key.encode()
     return keys
 
 
+@lru_cache(maxsize=16)
+def _keyed(secret: bytes) -> hmac.HMAC:
+    # An HMAC with its key already absorbed: copying it skips the key padding and the two
+    # block hashes that hmac.new does for every signature.
+    return hmac.new(secret, digestmod=hashlib.sha256)
+
+
 def signature(secret: bytes, options: str, source: str) -> str:
-    digest = hmac.new(secret, f"{options}/{source}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    mac = _keyed(secret).copy()
+    mac.update(f"{options}/{source}".encode())
+    return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
 
 
 def sign_path(keys: dict[str, bytes], options: Options, source: Source) -> str:
