@@ -477,30 +477,40 @@ async def list_images(
     page: PageParams,
     filters: ImageFilters = ImageFilters(),  # noqa: B008 (frozen, so sharing it is safe)
 ) -> tuple[list[ImageOut], str | None, int]:
-    """One page of the user's images, newest first, and how many match over all pages."""
-    stmt = select(Image).where(Image.user_id == user_id)
+    """One page of the user's images, newest first, and how many match over all pages.
+
+    One statement: the page with each image's stored bytes' row, and the count of every match
+    as an uncorrelated subquery (computed once by the database), so a page is one round trip.
+    """
+    where = [Image.user_id == user_id]
     if filters.status is not None:
-        stmt = stmt.where(Image.status == filters.status)
+        where.append(Image.status == filters.status)
     if filters.source is not None:
-        stmt = stmt.where(Image.source == filters.source.value)
+        where.append(Image.source == filters.source.value)
     if filters.q:
         # lower(x) LIKE '%' || lower(:q) || '%' ESCAPE '/', on SQLite and Postgres alike.
-        stmt = stmt.where(Image.original_name.icontains(filters.q, autoescape=True))
+        where.append(Image.original_name.icontains(filters.q, autoescape=True))
     if filters.created_after is not None:
-        stmt = stmt.where(Image.created_at >= filters.created_after)
+        where.append(Image.created_at >= filters.created_after)
     if filters.created_before is not None:
-        stmt = stmt.where(Image.created_at < filters.created_before)
-    total = await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows, cursor = make_page(
-        list(await session.scalars(newest_first(stmt, Image.created_at, Image.id, page))), page
+        where.append(Image.created_at < filters.created_before)
+    count = select(func.count()).select_from(Image).where(*where)
+    stmt = (
+        select(Image, Blob, count.scalar_subquery())
+        .outerjoin(Blob, Blob.id == Image.blob_id)
+        .where(*where)
     )
-    blob_ids = {row.blob_id for row in rows if row.blob_id}
-    blobs = (
-        {blob.id: blob for blob in await session.scalars(select(Blob).where(Blob.id.in_(blob_ids)))}
-        if blob_ids
-        else {}
-    )
-    items = [to_out(row, blobs.get(row.blob_id) if row.blob_id else None) for row in rows]
+    found = (await session.execute(newest_first(stmt, Image.created_at, Image.id, page))).all()
+    if found:
+        total = found[0][2]
+    elif page.cursor:
+        # Past the last page there is no row to carry the count.
+        total = await session.scalar(count) or 0
+    else:
+        total = 0
+    blobs = {image.id: blob for image, blob, _ in found}
+    rows, cursor = make_page([image for image, _, _ in found], page)
+    items = [to_out(row, blobs[row.id]) for row in rows]
     return items, cursor, total
 
 
