@@ -155,11 +155,7 @@ def image_links(image: Image, blob: Blob | None) -> dict[str, str] | None:
     settings = _current.get()
     if settings is None or blob is None or image.status == ImageStatus.failed:
         return None
-    source = Source("image", image.id)
-    return {
-        name: sign(settings, Options(width=side, height=side), source)
-        for name, side in LINK_SIZES.items()
-    }
+    return _size_links(settings, f"image/{image.id}")
 
 
 def sketch_links(sketch: Sketch) -> dict[str, str] | None:
@@ -167,10 +163,20 @@ def sketch_links(sketch: Sketch) -> dict[str, str] | None:
     settings = _current.get()
     if settings is None or sketch.result_key is None:
         return None
-    source = Source("sketch", sketch.id)
+    return _size_links(settings, f"sketch/{sketch.id}")
+
+
+# The option strings of the link sizes, built once: a page of images signs three per image.
+_LINK_OPTIONS = {
+    name: Options(width=side, height=side).canonical() for name, side in LINK_SIZES.items()
+}
+
+
+def _size_links(settings: Settings, source: str) -> dict[str, str]:
+    keys = signing.keyring(settings)
+    base = settings.public_base_url
     return {
-        name: sign(settings, Options(width=side, height=side), source)
-        for name, side in LINK_SIZES.items()
+        name: base + signing.signed_path(keys, text, source) for name, text in _LINK_OPTIONS.items()
     }
 
 

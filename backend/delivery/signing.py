@@ -170,9 +170,14 @@ def signature(secret: bytes, options: str, source: str) -> str:
 
 def sign_path(keys: dict[str, bytes], options: Options, source: Source) -> str:
     """The URL path (``/d/…``) for ``options`` on ``source``, signed with the minting key."""
+    return signed_path(keys, options.canonical(), source.path())
+
+
+def signed_path(keys: dict[str, bytes], options: str, source: str) -> str:
+    """``sign_path`` from the canonical option string and ``kind/id``, for callers that sign
+    the same options for many sources (a page of images)."""
     kid, secret = next(iter(keys.items()))
-    text = options.canonical()
-    return f"/d/{kid}.{signature(secret, text, source.path())}/{text}/{source.path()}"
+    return f"/d/{kid}.{signature(secret, options, source)}/{options}/{source}"
 
 
 def verify(keys: dict[str, bytes], signed: str, rest: str) -> tuple[Options, Source]:
