@@ -34,7 +34,7 @@ from backend.delivery import signing, transform
 from backend.delivery.models import Derivative
 from backend.delivery.signing import Options, Source
 from backend.images import service as images
-from backend.images.models import Blob, Image, ImageStatus
+from backend.images.models import Blob, ImageStatus
 from backend.images.originals import OriginalChanged, read_original
 from backend.imaging import encode as encoding
 from backend.imaging.decode import decode
@@ -150,12 +150,12 @@ async def bind_settings(settings: Settings) -> None:
     _current.set(settings)
 
 
-def image_links(image: Image, blob: Blob | None) -> dict[str, str] | None:
+def image_links(image_id: uuid.UUID, status: ImageStatus, has_blob: bool) -> dict[str, str] | None:
     """Signed, non-expiring ``format=auto`` URLs of an image at the thumbnail sizes."""
     settings = _current.get()
-    if settings is None or blob is None or image.status == ImageStatus.failed:
+    if settings is None or not has_blob or status == ImageStatus.failed:
         return None
-    return _size_links(settings, f"image/{image.id}")
+    return _size_links(settings, f"image/{image_id}")
 
 
 def sketch_links(sketch: Sketch) -> dict[str, str] | None:

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from backend.config import Settings
 from backend.core.migrations import upgrade
-from backend.images.models import Image, ImageStatus
+from backend.images.models import Blob, Image, ImageStatus
 from backend.main import create_app
 from tests.auth.test_router import assert_problem
 from tests.conftest import PASSWORD, TEST_SECRET, AppFactory, client_for, unique_email
@@ -210,3 +210,53 @@ async def test_the_listing_needs_a_session(stack: FastAPI) -> None:
     async with client_for(stack) as anonymous:
         answer = await anonymous.get("/api/images", params={"q": "x"})
     assert_problem(answer, 401, "auth.unauthenticated")
+
+
+async def test_a_listed_image_is_exactly_its_own_answer(owner: Owner) -> None:
+    """The listing encodes its rows directly; each item must still be what
+    ``GET /api/images/{id}`` answers (ImageOut), with or without stored bytes, EXIF and links."""
+    async with owner.app.state.resources.db.sessionmaker() as session:
+        blob = Blob(
+            user_id=owner.user_id,
+            sha256="ab" * 32,
+            storage_key=f"originals/{owner.user_id}/x.jpg",
+            content_type="image/jpeg",
+            format="jpeg",
+            size_bytes=12345,
+            width=640,
+            height=480,
+            exif={"camera_make": "Make", "iso": 200, "gps": {"lat": 1.5, "lon": -2.25}},
+            thumbnails={"small": "t/s.jpg", "medium": "t/m.jpg"},
+        )
+        session.add(blob)
+        await session.flush()
+        for name, status, with_blob in (
+            ("ready.jpg", ImageStatus.ready, True),
+            ("failed.jpg", ImageStatus.failed, True),
+            ("pending.jpg", ImageStatus.processing, False),
+        ):
+            session.add(
+                Image(
+                    user_id=owner.user_id,
+                    blob_id=blob.id if with_blob else None,
+                    original_name=name,
+                    status=status,
+                    size_bytes=None if with_blob else 999,
+                    caption="a caption" if with_blob else None,
+                    created_at=T0,
+                    processed_at=T0 if with_blob else None,
+                )
+            )
+        await session.commit()
+    listed = (await owner.client.get("/api/images")).json()
+    assert listed["total"] == 3
+    assert len(listed["items"]) == 3
+    for item in listed["items"]:
+        single = await owner.client.get(f"/api/images/{item['id']}")
+        assert single.status_code == 200, single.text
+        assert item == single.json()
+    by_name = {item["original_name"]: item for item in listed["items"]}
+    assert set(by_name["ready.jpg"]["delivery"]) == {"small", "medium", "large"}
+    assert by_name["ready.jpg"]["exif"]["gps"] == {"lat": 1.5, "lon": -2.25}
+    assert by_name["failed.jpg"]["delivery"] is None
+    assert by_name["pending.jpg"]["size_bytes"] == 999
