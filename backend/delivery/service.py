@@ -172,9 +172,27 @@ _LINK_OPTIONS = {
 }
 
 
+# Signed links by (base URL, minting key, source): they never expire and depend on nothing
+# else, so a gallery paging through the same images signs each once. Bounded, oldest out.
+_SIGNED: dict[tuple[str, str, bytes, str], dict[str, str]] = {}
+SIGNED_CACHE_SIZE = 4096
+
+
 def _size_links(settings: Settings, source: str) -> dict[str, str]:
     keys = signing.keyring(settings)
+    kid, secret = next(iter(keys.items()))
     base = settings.public_base_url
+    key = (base, kid, secret, source)
+    links = _SIGNED.get(key)
+    if links is None:
+        links = _sign_size_links(keys, base, source)
+        if len(_SIGNED) >= SIGNED_CACHE_SIZE:
+            del _SIGNED[next(iter(_SIGNED))]
+        _SIGNED[key] = links
+    return dict(links)
+
+
+def _sign_size_links(keys: dict[str, bytes], base: str, source: str) -> dict[str, str]:
     return {
         name: base + signing.signed_path(keys, text, source) for name, text in _LINK_OPTIONS.items()
     }
