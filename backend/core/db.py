@@ -150,9 +150,10 @@ def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 2) -> Asy
 
 # A connection back in the pool for less than this is used without a ping. SQLAlchemy's
 # pool_pre_ping pays a round trip on every checkout (one in four of a cookie-authenticated
-# read's); a connection that broke since anyway fails its statement as a disconnect, which
-# invalidates the pool and answers 503, and the next request connects afresh.
-IDLE_PING_SECONDS = 5.0
+# read's); under load connections come back within milliseconds, so only a quiet pool pings.
+# A connection that broke within the last second fails its statement as a disconnect, which
+# invalidates the whole pool (that request answers 503) and the next one connects afresh.
+IDLE_PING_SECONDS = 1.0
 
 
 def _ping_when_idle(engine: AsyncEngine) -> None:
