@@ -195,10 +195,17 @@ class Database:
         if bind is None:
             self._owned_engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
             self.sessionmaker = async_sessionmaker(self._owned_engine, expire_on_commit=False)
+            # For requests of safe methods (GET, HEAD): each statement commits by itself, which
+            # spares the BEGIN and COMMIT round trips around what is a read or two. Same pool.
+            self.read_sessionmaker = async_sessionmaker(
+                self._owned_engine.execution_options(isolation_level="AUTOCOMMIT"),
+                expire_on_commit=False,
+            )
         else:
             self.sessionmaker = async_sessionmaker(
                 bind, expire_on_commit=False, join_transaction_mode="create_savepoint"
             )
+            self.read_sessionmaker = self.sessionmaker
 
     async def ping(self) -> None:
         async with self.sessionmaker() as session:
@@ -241,13 +248,18 @@ def get_database(request: Request) -> Database:
     return db
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request, committed once after the endpoint returns.
 
     Used with ``scope="function"`` so the commit happens before the response is sent: a failed
     commit becomes an error answer instead of a success the database never saw.
     """
-    async with get_database(request).sessionmaker() as session:
+    db = get_database(request)
+    maker = db.read_sessionmaker if request.method in SAFE_METHODS else db.sessionmaker
+    async with maker() as session:
         try:
             yield session
         except BaseException:

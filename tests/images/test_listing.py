@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from backend.config import Settings
 from backend.core.migrations import upgrade
+from backend.delivery.service import LINK_SIZES
 from backend.images.models import Blob, Image, ImageStatus
 from backend.main import create_app
 from tests.auth.test_router import assert_problem
@@ -256,7 +257,7 @@ async def test_a_listed_image_is_exactly_its_own_answer(owner: Owner) -> None:
         assert single.status_code == 200, single.text
         assert item == single.json()
     by_name = {item["original_name"]: item for item in listed["items"]}
-    assert set(by_name["ready.jpg"]["delivery"]) == {"small", "medium", "large"}
+    assert set(by_name["ready.jpg"]["delivery"]) == set(LINK_SIZES)
     assert by_name["ready.jpg"]["exif"]["gps"] == {"lat": 1.5, "lon": -2.25}
     assert by_name["failed.jpg"]["delivery"] is None
     assert by_name["pending.jpg"]["size_bytes"] == 999
