@@ -66,40 +66,41 @@ async def _fetch_with_retries(url: str, resources: Resources) -> bytes:
 
 
 async def _process(resources: Resources, batch: Batch, user: User, item: BatchItem) -> None:
-    """One URL, start to end; records the outcome on the item and the batch's counts."""
+    """One URL, start to end; records the outcome on the item and the batch's counts.
+
+    The image, its output and the item's outcome are committed together, in one transaction:
+    a round trip fewer per image, and an item never reads succeeded without its output."""
     status, error, code = ItemStatus.succeeded, None, None
     image_id: uuid.UUID | None = None
     key: str | None = None
     size: int | None = None
     try:
-        data = await _fetch_with_retries(item.url, resources)
-        deps = images.Deps.of(resources)
-        name = item.url.rstrip("/").rsplit("/", 1)[-1].split("?")[0] or "image"
-        async with resources.db.sessionmaker() as session:
-            image = await images.ingest(
-                session,
-                deps,
-                user=user,
-                data=data,
-                filename=name[:200],
-                content_type=_declared_type(data),
-                source="batch",
-            )
-            await commit(session)
-            image_id = image.id
-        compressed, _, _ = await run_pixels(to_jpeg, data, quality=batch.quality)
-        key = output_key(batch, item)
-        await resources.storage.put(
-            key, compressed, content_type="image/jpeg", cache_control=OUTPUT_CACHE
-        )
-        size = len(compressed)
+        # Fetched before a connection is taken: a slow origin must not hold one.
+        data: bytes | None = await _fetch_with_retries(item.url, resources)
     except FetchError as exc:
-        status, error, code = ItemStatus.failed, str(exc), exc.code
-    except images.UploadRejected as exc:
-        status, error, code = ItemStatus.failed, exc.detail, exc.code
-    except ValueError as exc:
-        status, error, code = ItemStatus.failed, str(exc), "batch.undecodable"
+        data, status, error, code = None, ItemStatus.failed, str(exc), exc.code
     async with resources.db.sessionmaker() as session:
+        if data is not None:
+            try:
+                image = await images.ingest(
+                    session,
+                    images.Deps.of(resources),
+                    user=user,
+                    data=data,
+                    filename=_name_of(item.url),
+                    content_type=_declared_type(data),
+                    source="batch",
+                )
+                compressed, _, _ = await run_pixels(to_jpeg, data, quality=batch.quality)
+                key = output_key(batch, item)
+                await resources.storage.put(
+                    key, compressed, content_type="image/jpeg", cache_control=OUTPUT_CACHE
+                )
+                image_id, size = image.id, len(compressed)
+            except images.UploadRejected as exc:
+                status, error, code = ItemStatus.failed, exc.detail, exc.code
+            except ValueError as exc:
+                status, error, code, key = ItemStatus.failed, str(exc), "batch.undecodable", None
         await session.execute(
             update(BatchItem)
             .where(BatchItem.id == item.id)
@@ -114,6 +115,10 @@ async def _process(resources: Resources, batch: Batch, user: User, item: BatchIt
             )
         )
         await commit(session)
+
+
+def _name_of(url: str) -> str:
+    return (url.rstrip("/").rsplit("/", 1)[-1].split("?")[0] or "image")[:200]
 
 
 def _declared_type(data: bytes) -> str:
