@@ -47,6 +47,7 @@ log = structlog.get_logger(__name__)
 FETCH_TRIES = 3
 OUTPUT_CACHE = "private, max-age=31536000, immutable"
 REPORT_SECONDS = 0.25
+LOCAL_WIDTH = 4
 
 
 def output_key(batch: Batch, item: BatchItem) -> str:
@@ -65,8 +66,18 @@ async def _fetch_with_retries(url: str, resources: Resources) -> bytes:
     raise AssertionError("unreachable")
 
 
-async def _process(resources: Resources, batch: Batch, user: User, item: BatchItem) -> None:
-    """One URL, start to end; records the outcome on the item and the batch's counts.
+async def _fetch(resources: Resources, item: BatchItem) -> bytes | FetchError:
+    """The item's bytes, or why they could not be had."""
+    try:
+        return await _fetch_with_retries(item.url, resources)
+    except FetchError as exc:
+        return exc
+
+
+async def _process(
+    resources: Resources, batch: Batch, user: User, item: BatchItem, fetched: bytes | FetchError
+) -> None:
+    """One fetched URL to its end: the image recorded, its output stored, the item's outcome.
 
     The image, its output and the item's outcome are committed together, in one transaction:
     a round trip fewer per image, and an item never reads succeeded without its output."""
@@ -74,11 +85,11 @@ async def _process(resources: Resources, batch: Batch, user: User, item: BatchIt
     image_id: uuid.UUID | None = None
     key: str | None = None
     size: int | None = None
-    try:
-        # Fetched before a connection is taken: a slow origin must not hold one.
-        data: bytes | None = await _fetch_with_retries(item.url, resources)
-    except FetchError as exc:
-        data, status, error, code = None, ItemStatus.failed, str(exc), exc.code
+    data: bytes | None = None
+    if isinstance(fetched, FetchError):
+        status, error, code = ItemStatus.failed, str(fetched), fetched.code
+    else:
+        data = fetched
     async with resources.db.sessionmaker() as session:
         if data is not None:
             try:
@@ -219,7 +230,12 @@ async def run_batch(ctx: TaskContext) -> dict[str, Any]:
     total = max(1, batch.total_images)
     done = sum(await _counts(resources, batch_id))
     await ctx.progress(int(done * 95 / total), f"{done} of {batch.total_images} images")
-    slots = asyncio.Semaphore(resources.settings.batch_concurrency)
+    # The setting bounds the fetches (the load on the shop's servers); the local work on what
+    # was fetched runs at least LOCAL_WIDTH wide, so one fetch at a time does not also mean one
+    # database round trip at a time. A fetch slot is held until its bytes have a local slot,
+    # so at most batch_concurrency fetched images wait in memory.
+    fetch_slots = asyncio.Semaphore(resources.settings.batch_concurrency)
+    local_slots = asyncio.Semaphore(max(LOCAL_WIDTH, resources.settings.batch_concurrency))
     # Progress (a locked row update, a commit and an event) at most every 5 % of the images or
     # every REPORT_SECONDS, not per image: for small images it cost more than the image itself.
     step = max(1, -(-total // 20))
@@ -232,13 +248,18 @@ async def run_batch(ctx: TaskContext) -> dict[str, Any]:
         await ctx.progress(int(finished * 95 / total), f"{finished} of {batch.total_images} images")
 
     async def one(item: BatchItem) -> None:
-        async with slots:
-            await _process(resources, batch, user, item)
+        async with fetch_slots:
+            fetched = await _fetch(resources, item)
+            await local_slots.acquire()
+        try:
+            await _process(resources, batch, user, item, fetched)
             state["finished"] += 1
             due = state["finished"] - state["reported"] >= step
             if due or time.monotonic() - state["at"] >= REPORT_SECONDS:
                 # Also where a cancel request is seen.
                 await report()
+        finally:
+            local_slots.release()
 
     try:
         async with asyncio.TaskGroup() as group:
