@@ -9,7 +9,12 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
@@ -71,6 +76,10 @@ def create_app(
         redirect_slashes=False,
         # NUL and lone surrogates are refused for every route here, not per endpoint.
         dependencies=[Depends(text_fit)],
+        # The API docs are served below from vendored assets: FastAPI's own pages load them
+        # from a CDN, which leaves /docs blank offline or behind a strict egress policy.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.resources = resources
     install_error_handlers(app)
@@ -122,8 +131,46 @@ def create_app(
     async def index() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
+    _register_docs(app)
     _register_problem_schema(app)
     return app
+
+
+VENDOR = "/web/vendor"
+
+
+def _register_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc, every asset from this app (no CDN, no fonts)."""
+    openapi_url = app.openapi_url or "/openapi.json"
+    oauth2_redirect = "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - API",
+            oauth2_redirect_url=oauth2_redirect,
+            swagger_js_url=f"{VENDOR}/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url=f"{VENDOR}/swagger-ui/swagger-ui.css",
+            swagger_favicon_url=f"{VENDOR}/swagger-ui/favicon-32x32.png",
+        )
+
+    @app.get(oauth2_redirect, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        page = get_redoc_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - API",
+            redoc_js_url=f"{VENDOR}/redoc/redoc.standalone.js",
+            redoc_favicon_url=f"{VENDOR}/swagger-ui/favicon-32x32.png",
+            with_google_fonts=False,
+        )
+        # ReDoc's sidebar always shows its maker's logo from their CDN: images stay local.
+        page.headers["Content-Security-Policy"] = "img-src 'self' data:"
+        return page
 
 
 class NoCacheStaticFiles(StaticFiles):
