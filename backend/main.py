@@ -36,6 +36,7 @@ from backend.ops.router import router as ops_router
 from backend.realtime.router import router as realtime_router
 from backend.sketches.router import router as sketches_router
 from backend.storage.router import router as storage_router
+from backend.tasks.router import admin_router as tasks_admin_router
 from backend.tasks.router import router as tasks_router
 from backend.tasks.worker import load_task_modules, running_worker
 
@@ -115,6 +116,7 @@ def create_app(
     app.include_router(auth_router)
     app.include_router(admin_router)
     app.include_router(tasks_router)
+    app.include_router(tasks_admin_router)
     app.include_router(images_router, dependencies=[Depends(bind_link_settings)])
     app.include_router(sketches_router)
     app.include_router(ai_router)
