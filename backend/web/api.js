@@ -90,11 +90,13 @@ export async function api(path, { method = "GET", body, headers = {}, retry = tr
   let response;
   try {
     response = await fetch(path, init);
-  } catch (err) {
+  } catch {
+    // No answer at all. Status 0 and a `network.*` code let callers tell this from a refusal
+    // and retry once `connectivity` says "online" again.
     connectivity.fetched(false);
-    throw new Error(navigator.onLine
-      ? "The server could not be reached; please try again in a moment."
-      : "You are offline; this will work again once the network is back.", { cause: err });
+    throw new ApiError(0, navigator.onLine
+      ? { code: "network.unreachable", detail: "The server could not be reached; please try again in a moment." }
+      : { code: "network.offline", detail: "You are offline; this will work again once the network is back." });
   }
   connectivity.fetched(true);
   if (response.ok) return parse(response);

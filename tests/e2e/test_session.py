@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, WebSocket, expect
+from playwright.async_api import Browser, BrowserContext, Page, Route, WebSocket, expect
 
 from backend.tasks.worker import running_worker
 from tests.conftest import PASSWORD, AppFactory
@@ -247,4 +247,33 @@ async def test_sign_in_and_sign_up_are_accessible(
     await page.get_by_role("link", name="Create an account").click()
     await expect(page.get_by_role("heading", name="Create your account")).to_be_visible()
     await assert_accessible(page, f"sign-up ({viewport})")
+    await context.close()
+
+
+async def test_a_failed_fetch_shows_reconnecting_until_the_server_answers(
+    browser: Browser, live_url: str
+) -> None:
+    context = await browser.new_context()
+    page = await new_page(context)
+    await sign_up(page, live_url)
+    net = page.locator("#net")
+    await expect(net).to_have_attribute("data-state", "online")
+
+    # The network stays up but the server cannot be reached (a proxy or the server is down).
+    async def unreachable(route: Route) -> None:
+        await route.abort("connectionrefused")
+
+    await page.route("**/api/**", unreachable)
+    await page.route("**/healthz", unreachable)
+    await page.get_by_role("link", name="API keys").click()
+    # In plain words, not "Failed to fetch".
+    await expect(page.get_by_role("alert")).to_have_text(
+        "The server could not be reached; please try again in a moment."
+    )
+    await expect(net).to_have_text("Reconnecting…")
+    await expect(net).to_be_visible()
+    # Nobody clicks anything: the app probes the server and notices it is back.
+    await page.unroute("**/api/**")
+    await page.unroute("**/healthz")
+    await expect(net).to_have_attribute("data-state", "online")
     await context.close()
