@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import (
     get_redoc_html,
     get_swagger_ui_html,
@@ -24,6 +23,7 @@ from backend.auth.router import router as auth_router
 from backend.batches.router import router as batches_router
 from backend.composition import AppResources
 from backend.config import Settings, get_settings
+from backend.core.cors import ApiCORSMiddleware
 from backend.core.errors import PROBLEM_JSON, Problem, install_error_handlers
 from backend.core.logging import configure_logging
 from backend.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -86,7 +86,7 @@ def create_app(
     install_error_handlers(app)
 
     app.add_middleware(
-        CORSMiddleware,
+        ApiCORSMiddleware,
         allow_origins=settings.browser_origins,
         allow_credentials=True,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],

@@ -101,7 +101,12 @@ async def deliver(
         accept=accept,
         if_none_match=if_none_match,
     )
-    headers = {"ETag": f'"{served.etag}"', "Cache-Control": served.cache_control}
+    # Public bytes, the same for every site: no per-origin answer (see core/cors.py).
+    headers = {
+        "ETag": f'"{served.etag}"',
+        "Cache-Control": served.cache_control,
+        "Access-Control-Allow-Origin": "*",
+    }
     if served.vary:
         headers["Vary"] = "Accept"
     if served.data is None:

@@ -322,6 +322,12 @@ def _stored(fmt: str, data: bytes) -> _Rendered:
     return _Rendered(encoding.CONTENT_TYPES[fmt], _etag(data), data)
 
 
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 async def _render_once(
     deps: Deps,
     source: Source,
@@ -354,9 +360,9 @@ async def _render_once(
                 pass
         return await _render_and_store(deps, source, options, fmt, quality, key)
     finally:
-        # Release only our own lock: a lock that expired may be another renderer's now.
-        if await deps.redis.get(lock) == token.encode():
-            await deps.redis.delete(lock)
+        # Release only our own lock, in one step: a lock that expired may be another
+        # renderer's now, and a GET then DEL could delete theirs in between.
+        await deps.redis.eval(_RELEASE, 1, lock, token)
 
 
 async def _render_and_store(

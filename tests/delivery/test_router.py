@@ -453,3 +453,20 @@ async def test_an_original_changed_in_storage_is_never_served(stack: Stack) -> N
     await stack.resources.storage.put(blob.storage_key, flipped, content_type="image/jpeg")
     path = await stack.mint(alice, image_id=image_id, width=64, format="png")
     assert_problem(await stack.anonymous().get(path), 409, "delivery.source_changed")
+
+
+async def test_public_urls_answer_any_origin_without_splitting_caches(stack: Stack) -> None:
+    """A CDN keys on Vary: an echoed Origin would store one copy per embedding site."""
+    alice = await stack.user()
+    image_id = await stack.upload(alice)
+    url = await stack.mint(alice, image_id=image_id, width=100, format="jpeg")
+    client = stack.anonymous()
+    for origin in (BASE, "https://shop.example", "https://blog.example"):
+        answer = await client.get(url, headers={"Origin": origin})
+        assert answer.status_code == 200
+        assert answer.headers["access-control-allow-origin"] == "*"
+        assert "access-control-allow-credentials" not in answer.headers
+        assert "Origin" not in vary(answer)
+    # The API itself still answers only its own origins, per origin.
+    api = await client.get("/health", headers={"Origin": "https://shop.example"})
+    assert "access-control-allow-origin" not in api.headers
