@@ -176,7 +176,8 @@ function renderStats(s) {
 }
 
 function renderCache(c) {
-  const rate = c.hit_rate === null || c.hit_rate === undefined ? "—" : `${(c.hit_rate * 100).toFixed(1)} %`;
+  const asked = (c.hits ?? 0) + (c.misses ?? 0);
+  const rate = !asked || c.hit_rate === null || c.hit_rate === undefined ? "—" : `${(c.hit_rate * 100).toFixed(1)} %`;
   const used = c.memory?.used_bytes ?? null;
   const items = c.items ?? [];
   return [
