@@ -5,6 +5,8 @@ a polite page. axe checks the screen and its dialog at both viewports."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 import uuid
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from backend.core.db import Database, utcnow
 from backend.tasks.models import Task, TaskStatus
 from tests.conftest import PASSWORD
 from tests.e2e.axe import VIEWPORTS, assert_accessible
+from tests.photos import PORTRAIT
 
 TIMEOUT_MS = 30_000
 
@@ -40,6 +43,22 @@ async def promote(db: Database, user_id: uuid.UUID) -> None:
     async with db.sessionmaker() as session:
         await session.execute(update(User).where(User.id == user_id).values(role=Role.admin))
         await session.commit()
+
+
+async def caption_a_photo(client: httpx.AsyncClient) -> None:
+    """A real upload and a real caption task, so the AI cache holds an entry."""
+    csrf = {"X-CSRF-Token": client.cookies["csrf_token"]}
+    files = {"file": ("astronaut.jpg", PORTRAIT.read_bytes(), "image/jpeg")}
+    image = await client.post("/api/images", files=files, headers=csrf)
+    assert image.status_code == 201, image.text
+    task = await client.post("/api/ai/caption", json={"image_id": image.json()["id"]}, headers=csrf)
+    assert task.status_code == 202, task.text
+    for _ in range(300):
+        status = (await client.get(f"/api/tasks/{task.json()['id']}")).json()["status"]
+        if status in ("succeeded", "failed", "canceled"):
+            break
+        await asyncio.sleep(0.1)
+    assert status == "succeeded"
 
 
 async def signed_in_page(context: BrowserContext, base: str, email: str) -> Page:
@@ -71,6 +90,7 @@ async def test_admin_manages_users_and_sees_the_overview(
             )
         )
         await session.commit()
+    await caption_a_photo(carol)
 
     context = await browser.new_context(viewport=VIEWPORTS["desktop"])  # type: ignore[arg-type]
     page = await signed_in_page(context, live_url, admin_email)
@@ -83,6 +103,14 @@ async def test_admin_manages_users_and_sees_the_overview(
     cache = page.get_by_role("region", name="AI cache")
     await expect(cache.get_by_text("Hit rate")).to_be_visible()
     await expect(cache.get_by_text("Entries live for")).to_be_visible()
+    # The caption's entry, in words: its kind, provider, a size in bytes/KB and an age.
+    entry = cache.locator("tbody tr").first
+    await expect(entry).to_contain_text("caption")
+    await expect(entry).to_contain_text("local")
+    await expect(entry.locator("td").nth(2)).to_have_text(re.compile(r"^\d+(\.\d)? (B|KB)$"))
+    await expect(entry.locator("td").nth(3)).to_have_text(re.compile(r"^\d+ (s|min)$"))
+    await expect(stats.get_by_text("Images", exact=True)).to_be_visible()
+    await expect(stats.locator("dd").first).to_have_text("1")
     tasks = page.get_by_role("region", name="Tasks (all users)")
     await expect(tasks.get_by_role("rowheader", name="caption")).to_be_visible()
     failure = tasks.locator(".failures li").first
