@@ -277,3 +277,26 @@ async def test_a_failed_fetch_shows_reconnecting_until_the_server_answers(
     await page.unroute("**/healthz")
     await expect(net).to_have_attribute("data-state", "online")
     await context.close()
+
+
+async def test_coming_back_to_the_tab_reconnects_without_waiting_for_the_backoff(
+    browser: Browser, live_url: str
+) -> None:
+    context = await browser.new_context()
+    page = await new_page(context)
+    await sign_up(page, live_url)
+    net = page.locator("#net")
+    await expect(net).to_have_attribute("data-state", "online")
+    # A socket dropped after many failed attempts: the next try is 11 s or more away.
+    await page.evaluate(
+        """async () => {
+        const { realtime } = await import('/web/ui.js');
+        realtime.attempt = 10;
+        realtime.socket.close();
+    }"""
+    )
+    await expect(net).to_have_attribute("data-state", "reconnecting")
+    await expect(net).to_have_text("Reconnecting…")
+    await page.evaluate("() => window.dispatchEvent(new Event('focus'))")
+    await expect(net).to_have_attribute("data-state", "online", timeout=5_000)
+    await context.close()
