@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import (
     get_redoc_html,
     get_swagger_ui_html,
@@ -146,15 +146,20 @@ def _register_docs(app: FastAPI) -> None:
     openapi_url = app.openapi_url or "/openapi.json"
     oauth2_redirect = "/docs/oauth2-redirect"
 
+    def prefix(request: Request) -> str:
+        # Behind a path prefix (an API Gateway stage) the browser must ask for it too.
+        return str(request.scope.get("root_path", "")).rstrip("/")
+
     @app.get("/docs", include_in_schema=False)
-    async def swagger_ui() -> HTMLResponse:
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = prefix(request)
         return get_swagger_ui_html(
-            openapi_url=openapi_url,
+            openapi_url=root + openapi_url,
             title=f"{app.title} - API",
-            oauth2_redirect_url=oauth2_redirect,
-            swagger_js_url=f"{VENDOR}/swagger-ui/swagger-ui-bundle.js",
-            swagger_css_url=f"{VENDOR}/swagger-ui/swagger-ui.css",
-            swagger_favicon_url=f"{VENDOR}/swagger-ui/favicon-32x32.png",
+            oauth2_redirect_url=root + oauth2_redirect,
+            swagger_js_url=f"{root}{VENDOR}/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{VENDOR}/swagger-ui/swagger-ui.css",
+            swagger_favicon_url=f"{root}{VENDOR}/swagger-ui/favicon-32x32.png",
         )
 
     @app.get(oauth2_redirect, include_in_schema=False)
@@ -162,12 +167,13 @@ def _register_docs(app: FastAPI) -> None:
         return get_swagger_ui_oauth2_redirect_html()
 
     @app.get("/redoc", include_in_schema=False)
-    async def redoc() -> HTMLResponse:
+    async def redoc(request: Request) -> HTMLResponse:
+        root = prefix(request)
         page = get_redoc_html(
-            openapi_url=openapi_url,
+            openapi_url=root + openapi_url,
             title=f"{app.title} - API",
-            redoc_js_url=f"{VENDOR}/redoc/redoc.standalone.js",
-            redoc_favicon_url=f"{VENDOR}/swagger-ui/favicon-32x32.png",
+            redoc_js_url=f"{root}{VENDOR}/redoc/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{VENDOR}/swagger-ui/favicon-32x32.png",
             with_google_fonts=False,
         )
         # ReDoc's sidebar always shows its maker's logo from their CDN: images stay local.

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from playwright.async_api import Browser, Page, Route, expect
 
 TIMEOUT_MS = 30_000
@@ -75,3 +76,15 @@ async def test_doc_pages_name_only_local_assets(client: httpx.AsyncClient) -> No
         assert "/web/vendor/" in html
         assert "https://" not in html, path
         assert "http://" not in html, path
+
+
+async def test_doc_pages_follow_a_path_prefix(app: FastAPI) -> None:
+    # Behind an API Gateway stage the app sees root_path; the browser must ask under it.
+    transport = httpx.ASGITransport(app=app, root_path="/prod")
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as c:
+        swagger = (await c.get("/docs")).text
+        redoc = (await c.get("/redoc")).text
+    assert "'/prod/openapi.json'" in swagger
+    assert "/prod/web/vendor/swagger-ui/swagger-ui-bundle.js" in swagger
+    assert 'spec-url="/prod/openapi.json"' in redoc
+    assert "/prod/web/vendor/redoc/redoc.standalone.js" in redoc
