@@ -52,6 +52,7 @@ class ItemOut(BaseModel):
     error_code: str | None
     image_id: uuid.UUID | None
     output_url: str | None
+    thumbnail_url: str | None
     output_bytes: int | None
 
 
@@ -120,6 +121,23 @@ async def get_batch(batch_id: uuid.UUID, user: CurrentUser, session: SessionDep)
     return BatchOut(**await service.batch_out(session, batch))
 
 
+@router.delete(
+    "/api/batches/{batch_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problem_responses(403, 404, 409, 422),
+)
+async def delete_batch(
+    batch_id: uuid.UUID, user: CurrentUser, session: SessionDep, resources: ResourcesDep
+) -> Response:
+    """Delete a finished batch with its items and compressed outputs; the images it imported
+    stay. 409 `batch.in_progress` while its task is queued or running (cancel it first)."""
+    await service.delete_batch(
+        session, storage=resources.storage, user_id=user.id, batch_id=batch_id
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 @router.get(
     "/api/batches/{batch_id}/items", response_model=Items, responses=problem_responses(404, 422)
 )
@@ -141,6 +159,7 @@ async def batch_items(
                 output_url=service.output_url(resources.settings, item, quality=batch.quality)
                 if item.status == ItemStatus.succeeded
                 else None,
+                thumbnail_url=service.thumbnail_url(resources.settings, item),
                 output_bytes=item.output_bytes,
             )
             for item in await service.items_of(session, batch)

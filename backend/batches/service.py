@@ -6,27 +6,43 @@ import secrets
 import uuid
 from typing import Any
 
+import structlog
 from redis.asyncio import Redis
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth.models import User
 from backend.batches import csvio
 from backend.batches.fetch import FetchError, FetchPolicy, check_url
-from backend.batches.models import Batch, BatchItem, BatchStatus, ItemStatus, settled_status
+from backend.batches.models import (
+    Batch,
+    BatchItem,
+    BatchStatus,
+    ItemStatus,
+    WebhookDelivery,
+    settled_status,
+)
 from backend.config import Settings
-from backend.core.errors import AppError, NotFound
+from backend.core.db import on_commit
+from backend.core.errors import AppError, Conflict, NotFound
 from backend.core.pagination import PageParams, make_page, newest_first
 from backend.delivery import service as delivery
+from backend.storage.base import Storage, StorageError
 from backend.tasks import service as tasks
 from backend.tasks.models import Task, TaskStatus
 from backend.tasks.queue import TaskQueue
 
 BATCH_KIND = "batch"
+THUMBNAIL_SIDE = 200  # the gallery's small size, so a browser may reuse what it has cached
+log = structlog.get_logger(__name__)
 
 
 class BatchNotFound(NotFound):
     code = "batch.not_found"
+
+
+class BatchInProgress(Conflict):
+    code = "batch.in_progress"
 
 
 def fetch_policy(settings: Settings) -> FetchPolicy:
@@ -111,6 +127,44 @@ async def get_batch(session: AsyncSession, *, user_id: uuid.UUID, batch_id: uuid
     if batch is None or batch.user_id != user_id:
         raise BatchNotFound("No such batch.")
     return batch
+
+
+async def delete_batch(
+    session: AsyncSession, *, storage: Storage, user_id: uuid.UUID, batch_id: uuid.UUID
+) -> None:
+    """Forget a finished batch: its row, items, webhook log and compressed outputs. The images
+    it imported stay: they are the user's images, listed and deleted like any other."""
+    batch = await get_batch(session, user_id=user_id, batch_id=batch_id)
+    task = await session.get(Task, batch.task_id) if batch.task_id else None
+    if task is not None:
+        # Locked, so the worker cannot start the task between this check and the delete.
+        await session.refresh(task, with_for_update=True)
+        if not task.status.finished:
+            # A running worker would go on writing items and outputs of a deleted batch.
+            raise BatchInProgress("The batch is still running; cancel it first, then delete it.")
+    keys = [
+        key
+        for key in await session.scalars(
+            select(BatchItem.output_key).where(
+                BatchItem.batch_id == batch.id, BatchItem.output_key.is_not(None)
+            )
+        )
+        if key
+    ]
+    await session.execute(delete(WebhookDelivery).where(WebhookDelivery.batch_id == batch.id))
+    await session.execute(delete(BatchItem).where(BatchItem.batch_id == batch.id))
+    await session.delete(batch)
+    await session.flush()
+
+    async def remove_outputs() -> None:
+        # After the commit only: a rolled-back delete must still find its outputs.
+        try:
+            await storage.delete_many(keys)
+        except StorageError as exc:
+            log.warning("batch_outputs_delete_failed", batch_id=str(batch_id), error=str(exc))
+
+    if keys:
+        on_commit(session, remove_outputs)
 
 
 async def item_counts(
@@ -199,6 +253,13 @@ def output_url(settings: Settings, item: BatchItem, *, quality: int) -> str:
     if item.image_id is not None:
         return delivery.image_url(settings, item.image_id, fmt="jpeg", quality=quality)
     return f"{settings.public_base_url}/api/batches/{item.batch_id}/items/{item.id}/output"
+
+
+def thumbnail_url(settings: Settings, item: BatchItem) -> str | None:
+    """A small signed preview of an item's output (format chosen by the browser's Accept)."""
+    if item.status != ItemStatus.succeeded or item.image_id is None:
+        return None
+    return delivery.image_url(settings, item.image_id, fmt="auto", side=THUMBNAIL_SIDE)
 
 
 def output_csv(batch: Batch, items: list[BatchItem], settings: Settings) -> bytes:

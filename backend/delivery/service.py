@@ -161,9 +161,17 @@ def image_links(image: Image, blob: Blob | None) -> dict[str, str] | None:
     }
 
 
-def image_url(settings: Settings, image_id: uuid.UUID, *, fmt: str, quality: int) -> str:
-    """A signed, non-expiring URL of a whole image re-encoded as ``fmt`` (batch outputs)."""
-    options = Options(format=fmt, quality=quality)  # type: ignore[arg-type]
+def image_url(
+    settings: Settings,
+    image_id: uuid.UUID,
+    *,
+    fmt: str,
+    quality: int | None = None,
+    side: int | None = None,
+) -> str:
+    """A signed, non-expiring URL of an image re-encoded as ``fmt``: whole (batch outputs), or
+    fitted inside ``side`` × ``side`` (their thumbnails)."""
+    options = Options(width=side, height=side, format=fmt, quality=quality)  # type: ignore[arg-type]
     return sign(settings, options, Source("image", image_id))
 
 
