@@ -3,7 +3,7 @@
 // them the errors by saying so politely.
 
 import { api } from "../api.js";
-import { announce, fill, formatBytes, formatDate, h } from "../dom.js";
+import { announce, fill, formatBytes, formatRelative, h, timeAgo } from "../dom.js";
 import { errorText, main, notice, state } from "../ui.js";
 
 const PAGE = 20;
@@ -207,7 +207,7 @@ function renderTasks(t) {
     facts([
       ["Tasks", t.total],
       ...STATUSES.map((s) => [capital(s), t.by_status[s] ?? 0]),
-      ["Oldest queued", t.oldest_queued_at ? ago(t.oldest_queued_at) : "—"],
+      ["Oldest queued", t.oldest_queued_at ? formatRelative(t.oldest_queued_at) : "—"],
     ]),
     kinds.length
       ? h("div.table-wrap", { role: "region", "aria-label": "Tasks by kind and status", tabindex: "0" },
@@ -223,7 +223,7 @@ function renderTasks(t) {
     failures.length
       ? h("ul.failures", failures.map((f) => h("li",
         h("div.row", h("span", h("strong", f.kind), " ", h("code", f.error_code || "unknown")),
-          h("span.small.muted", h("time", { datetime: f.finished_at || f.created_at, title: formatDate(f.finished_at || f.created_at) }, ago(f.finished_at || f.created_at)))),
+          h("span.small.muted", timeAgo(f.finished_at || f.created_at))),
         h("div.small.muted", `${f.user_email || f.user_id} · ${f.attempts} attempt${f.attempts === 1 ? "" : "s"}`),
         f.error ? h("div.small", f.error) : null)))
       : h("p.muted", "No failed tasks."),
@@ -252,14 +252,3 @@ export function duration(seconds) {
   return `${days} days${hours % 24 ? ` ${hours % 24} h` : ""}`;
 }
 
-const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
-
-function ago(iso) {
-  const seconds = (Date.parse(iso) - Date.now()) / 1000;
-  if (Number.isNaN(seconds)) return iso;
-  const abs = Math.abs(seconds);
-  if (abs < 60) return relative.format(Math.round(seconds), "second");
-  if (abs < 3600) return relative.format(Math.round(seconds / 60), "minute");
-  if (abs < 86400 * 2) return relative.format(Math.round(seconds / 3600), "hour");
-  return formatDate(iso);
-}
