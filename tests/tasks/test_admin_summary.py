@@ -3,12 +3,10 @@ and status with the latest failures, and the user search behind the admin screen
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,33 +14,15 @@ from fastapi import FastAPI
 from sqlalchemy import update
 
 from backend.auth.models import Role, User
-from backend.config import Settings
 from backend.core.db import utcnow
-from backend.core.migrations import upgrade
-from backend.main import create_app
 from backend.tasks.models import Task, TaskStatus
 from tests.auth.test_router import assert_problem
-from tests.conftest import PASSWORD, TEST_SECRET, AppFactory, client_for, unique_email
+from tests.conftest import PASSWORD, client_for, unique_email
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-async def stack(
-    request: pytest.FixtureRequest, tmp_path: Path, make_live_app: AppFactory
-) -> AsyncIterator[FastAPI]:
-    if request.param == "postgres":
-        yield make_live_app()
-        return
-    settings = Settings(
-        env="test",
-        secret_key=TEST_SECRET,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'var' / 'atelier.db'}",
-        redis_url=None,
-        storage_url=f"file://{tmp_path / 'var' / 'storage'}",
-    )
-    await asyncio.to_thread(upgrade, settings.database_url)
-    app = create_app(settings)
-    yield app
-    await app.state.resources.close()
+@pytest.fixture
+def stack(app_on_each_database: FastAPI) -> FastAPI:
+    return app_on_each_database
 
 
 @asynccontextmanager
