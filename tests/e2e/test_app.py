@@ -62,9 +62,7 @@ async def wait_for_thumbnails(page: Page, count: int) -> None:
     )
 
 
-async def test_upload_sketch_download_and_sign_out(
-    browser: Browser, live_url: str
-) -> None:
+async def test_upload_sketch_download_and_sign_out(browser: Browser, live_url: str) -> None:
     context = await browser.new_context(viewport={"width": 1200, "height": 900})
     page = await context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
