@@ -6,18 +6,19 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from sqlalchemy import func, select
+from sqlalchemy import BindParameter, Integer, Select, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth.models import User
 from backend.config import Settings
 from backend.core.db import commit, insert_ignoring_conflict, on_commit, seconds_between, utcnow
 from backend.core.errors import AppError, Conflict, NotFound
-from backend.core.pagination import PageParams, make_page, newest_first
+from backend.core.pagination import PageParams, decode_cursor, make_page, newest_first
 from backend.core.pixels import run_pixels
 from backend.core.resources import Resources
 from backend.images.metadata import Metadata, extract
@@ -531,6 +532,29 @@ def _listed_json(row: Any) -> dict[str, Any]:
     }
 
 
+_COUNT_ALL = select(func.count()).select_from(Image).where(Image.user_id == bindparam("user_id"))
+
+
+@lru_cache(maxsize=2)
+def _unfiltered_page(after_cursor: bool) -> Select[Any]:
+    """``list_images``'s statement without filters, as ``newest_first`` builds it, with the
+    user, the cursor's position and the page size left as bound parameters."""
+    stmt = (
+        select(*_LISTED, _COUNT_ALL.scalar_subquery().label("total"))
+        .outerjoin(Blob, Blob.id == Image.blob_id)
+        .where(Image.user_id == bindparam("user_id"))
+    )
+    if after_cursor:
+        at: BindParameter[datetime] = bindparam("after_at")
+        row_id: BindParameter[uuid.UUID] = bindparam("after_id")
+        stmt = stmt.where(
+            or_(Image.created_at < at, and_(Image.created_at == at, Image.id < row_id))
+        )
+    return stmt.order_by(Image.created_at.desc(), Image.id.desc()).limit(
+        bindparam("limit", type_=Integer)
+    )
+
+
 async def list_images(
     session: AsyncSession,
     *,
@@ -544,6 +568,21 @@ async def list_images(
     image's stored bytes' row, and the count of every match as an uncorrelated subquery
     (computed once by the database), so a page is one round trip.
     """
+    if filters == ImageFilters():
+        # The gallery's usual request: a statement built once, with only its values bound.
+        values: dict[str, Any] = {"user_id": user_id, "limit": page.limit + 1}
+        if page.cursor:
+            values["after_at"], values["after_id"] = decode_cursor(page.cursor)
+        stmt = _unfiltered_page(bool(page.cursor))
+        found = (await session.execute(stmt, values)).all()
+        if found:
+            total = found[0].total
+        elif page.cursor:
+            total = await session.scalar(_COUNT_ALL, {"user_id": user_id}) or 0
+        else:
+            total = 0
+        rows, cursor = make_page(found, page)
+        return [_listed_json(row) for row in rows], cursor, total
     where = [Image.user_id == user_id]
     if filters.status is not None:
         where.append(Image.status == filters.status)

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from backend.core.pagination import encode_cursor
 from backend.delivery.service import LINK_SIZES
 from backend.images.models import Blob, Image, ImageStatus
 from tests.auth.test_router import assert_problem
@@ -241,3 +242,31 @@ async def test_a_listed_image_is_exactly_its_own_answer(owner: Owner) -> None:
     assert by_name["ready.jpg"]["exif"]["gps"] == {"lat": 1.5, "lon": -2.25}
     assert by_name["failed.jpg"]["delivery"] is None
     assert by_name["pending.jpg"]["size_bytes"] == 999
+
+
+async def test_unfiltered_paging_matches_the_filtered_order_with_ties(owner: Owner) -> None:
+    """Without filters the listing runs a statement built once (values bound); its pages must be
+    those of the filtered path: newest first, ties on time broken by id, a total on every page."""
+    for n in range(7):
+        # Three share one moment, so the id decides their order across a page boundary.
+        await owner.add(f"img-{n}.jpg", at=T0 + timedelta(minutes=min(n, 2)))
+
+    async def pages(**params: Any) -> list[str]:
+        seen: list[str] = []
+        cursor = None
+        for _ in range(5):
+            query = {**params, "limit": 3, **({"cursor": cursor} if cursor else {})}
+            body = (await owner.client.get("/api/images", params=query)).json()
+            assert body["total"] == 7
+            seen += [item["id"] for item in body["items"]]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                return seen
+        raise AssertionError("too many pages")
+
+    unfiltered = await pages()
+    assert len(unfiltered) == len(set(unfiltered)) == 7
+    assert unfiltered == await pages(q="img-")
+    past_the_end = encode_cursor(T0 - timedelta(days=1), uuid.uuid4())
+    body = (await owner.client.get("/api/images", params={"cursor": past_the_end})).json()
+    assert body == {"items": [], "next_cursor": None, "total": 7}
