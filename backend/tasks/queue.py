@@ -143,7 +143,7 @@ class TaskQueue:
         spec = spec_for(kind)
         return Job(
             function=JOB_FUNCTION,
-            kwargs={"task_id": str(task_id)},
+            kwargs={"task_id": str(task_id), "kind": kind},
             key=str(task_id),
             timeout=int(spec.timeout) + SAQ_TIMEOUT_MARGIN,
             # Dead-worker recovery is the sweeper's, from the lease on the row: two recovery

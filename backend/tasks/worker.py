@@ -24,8 +24,8 @@ from typing import Any
 import structlog
 from saq import Job, Worker
 from saq.types import Context
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import String, and_, case, cast, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend import models as all_models  # every mapper, so relationships across features resolve
 from backend.core.db import commit, utcnow
@@ -35,6 +35,7 @@ from backend.tasks.deps import task_queue
 from backend.tasks.models import Task, TaskStatus
 from backend.tasks.queue import JOB_FUNCTION
 from backend.tasks.registry import REGISTRY, TaskCanceled, TaskContext, TaskError, TaskSpec
+from backend.tasks.rows import TransitionStore
 
 log = structlog.get_logger(__name__)
 MAX_ERROR_LENGTH = 1000
@@ -84,9 +85,25 @@ def _error_text(exc: BaseException) -> str:
 
 
 class TaskRunner:
-    def __init__(self, resources: Resources, job: Job | None) -> None:
+    def __init__(
+        self,
+        resources: Resources,
+        job: Job | None,
+        transitions: async_sessionmaker[AsyncSession] | None = None,
+    ) -> None:
         self.resources = resources
         self.job = job
+        # Single-statement transitions (claim, finish); see ``backend.tasks.rows``.
+        self.transitions = transitions or resources.db.sessionmaker
+
+    async def _transition(self, statement: Any) -> Task | None:
+        """Run one conditional ``UPDATE … RETURNING`` of the row; publish what it wrote."""
+        async with self.transitions() as session:
+            task = (await session.scalars(statement)).one_or_none()
+            await session.commit()
+        if task is not None:
+            await events.publish(self.resources.redis, task)
+        return task
 
     @contextlib.asynccontextmanager
     async def _row(self, task_id: uuid.UUID) -> AsyncIterator[tuple[AsyncSession, Task | None]]:
@@ -163,7 +180,48 @@ class TaskRunner:
                 break
             await self._heartbeat()
 
-    async def _claim(self, task_id: uuid.UUID) -> tuple[Task, TaskSpec] | None:
+    async def _claim_fast(self, task_id: uuid.UUID, spec: TaskSpec) -> Task | None:
+        """The common claim in one statement: a row of this kind, not canceled, queued or
+        running on an expired lease. None leaves every other case to ``_claim``."""
+        now = utcnow()
+        attempts = Task.attempts + 1
+        return await self._transition(
+            update(Task)
+            .where(
+                Task.id == task_id,
+                Task.kind == spec.kind,
+                Task.cancel_requested.is_(False),
+                or_(
+                    Task.status == TaskStatus.queued,
+                    and_(
+                        Task.status == TaskStatus.running,
+                        or_(Task.deadline_at.is_(None), Task.deadline_at <= now),
+                    ),
+                ),
+            )
+            .values(
+                status=TaskStatus.running,
+                attempts=attempts,
+                started_at=now,
+                message=case(
+                    (Task.attempts == 0, "started"),
+                    else_=literal("attempt ", String) + cast(attempts, String),
+                ),
+                deadline_at=now + timedelta(seconds=spec.lease),
+                updated_at=now,
+            )
+            .returning(Task)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def _claim(
+        self, task_id: uuid.UUID, kind: str | None = None
+    ) -> tuple[Task, TaskSpec] | None:
+        fast_spec = REGISTRY.get(kind) if kind is not None else None
+        if fast_spec is not None:
+            claimed = await self._claim_fast(task_id, fast_spec)
+            if claimed is not None:
+                return claimed, fast_spec
         async with self._row(task_id) as (_, task):
             if task is None:
                 log.warning("task_row_missing", task_id=str(task_id))
@@ -240,8 +298,8 @@ class TaskRunner:
                 task.message = message[:200]
         await self._heartbeat(pct)
 
-    async def run(self, task_id: uuid.UUID) -> dict[str, Any] | None:
-        claimed = await self._claim(task_id)
+    async def run(self, task_id: uuid.UUID, kind: str | None = None) -> dict[str, Any] | None:
+        claimed = await self._claim(task_id, kind)
         if claimed is None:
             return None
         task, spec = claimed
@@ -310,18 +368,41 @@ class TaskRunner:
         )
         return result
 
-    @staticmethod
-    def _ours(task: Task | None, attempt: int) -> bool:
-        """The row is unfinished and no later attempt has claimed it (it may have been
-        re-queued from this very attempt, whose outcome then still counts)."""
-        return task is not None and not task.status.finished and task.attempts == attempt
-
     async def _end(
-        self, task_id: uuid.UUID, attempt: int, status: TaskStatus, **fields: Any
+        self,
+        task_id: uuid.UUID,
+        attempt: int,
+        status: TaskStatus,
+        *,
+        message: str,
+        result: dict[str, Any] | None = None,
     ) -> None:
-        async with self._row(task_id) as (_, task):
-            if task is not None and self._ours(task, attempt):
-                self._finish(task, status, **fields)
+        """Finish the row in one statement if it is still this attempt's: unfinished, and no
+        later attempt has claimed it (it may have been re-queued from this very attempt, whose
+        outcome then still counts)."""
+        now = utcnow()
+        values: dict[str, Any] = {
+            "status": status,
+            "finished_at": now,
+            "deadline_at": None,
+            "message": message,
+            "error": None,
+            "error_code": None,
+            "updated_at": now,
+        }
+        if status == TaskStatus.succeeded:
+            values.update(progress=100, result=result)
+        await self._transition(
+            update(Task)
+            .where(
+                Task.id == task_id,
+                Task.attempts == attempt,
+                Task.status.in_([TaskStatus.queued, TaskStatus.running]),
+            )
+            .values(**values)
+            .returning(Task)
+            .execution_options(synchronize_session=False)
+        )
 
     async def _failed(
         self,
@@ -374,10 +455,16 @@ class TaskRunner:
 class WorkerContext(Context, total=False):
     resources: Resources
     sweeper: asyncio.Task[None]
+    transitions: TransitionStore
 
 
-async def run_task(ctx: WorkerContext, *, task_id: str) -> dict[str, Any] | None:
-    return await TaskRunner(ctx["resources"], ctx.get("job")).run(uuid.UUID(task_id))
+async def run_task(
+    ctx: WorkerContext, *, task_id: str, kind: str | None = None
+) -> dict[str, Any] | None:
+    # ``kind`` rides on the job so the claim can be one statement; older jobs lack it.
+    store = ctx.get("transitions")
+    runner = TaskRunner(ctx["resources"], ctx.get("job"), store.sessionmaker if store else None)
+    return await runner.run(uuid.UUID(task_id), kind)
 
 
 def build_worker(resources: Resources, *, handle_signals: bool = True) -> Worker[WorkerContext]:
@@ -388,6 +475,7 @@ def build_worker(resources: Resources, *, handle_signals: bool = True) -> Worker
 
     async def startup(ctx: WorkerContext) -> None:
         ctx["resources"] = resources
+        ctx["transitions"] = TransitionStore(resources.db, size=settings.worker_concurrency)
         sweeper_stop.clear()
         ctx["sweeper"] = asyncio.create_task(sweeper.run_forever(resources, sweeper_stop))
 
@@ -399,6 +487,9 @@ def build_worker(resources: Resources, *, handle_signals: bool = True) -> Worker
             sweeper_stop.set()
             task.cancel()
             await asyncio.wait({task}, timeout=SWEEPER_STOP_SECONDS)
+        store = ctx.get("transitions")
+        if store is not None:
+            await store.dispose()
 
     worker: Worker[WorkerContext] = Worker(
         task_queue(resources).saq,
