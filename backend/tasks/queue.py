@@ -39,6 +39,11 @@ class _RowsFirstQueue(RedisQueue):
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:  # noqa: ARG002
         return []
 
+    async def notify(self, job: Job) -> None:  # noqa: ARG002
+        # saq publishes every job change (twice per run) for ``apply``/``map`` and job waiters;
+        # nothing here waits on a job (the row and its events are what people watch).
+        return None
+
     # saq's enqueue script, but LPUSH: workers take from the left, so this job runs next.
     _FRONT_SCRIPT = """
         if not redis.call('ZSCORE', KEYS[1], KEYS[2]) and redis.call('EXISTS', KEYS[4]) == 0 then
