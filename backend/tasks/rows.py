@@ -10,6 +10,20 @@ shared session factory as before.
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import (
+    String,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    case,
+    cast,
+    literal,
+    or_,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -19,6 +33,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from backend.core.db import CONNECT_TIMEOUT_SECONDS, POOL_TIMEOUT_SECONDS, Database
+from backend.tasks.models import Task, TaskStatus
 
 
 class TransitionStore:
@@ -42,3 +57,67 @@ class TransitionStore:
     async def dispose(self) -> None:
         if self._engine is not None:
             await self._engine.dispose()
+
+
+# The statements are built once, with bound parameters: building and cache-keying an ORM UPDATE
+# per call cost more CPU than the rest of a transition. They return plain rows, which carry
+# every column by name, like the ORM object they stand in for.
+_TASKS: Table = Task.__table__  # type: ignore[assignment]
+_c = _TASKS.c
+_ACTIVE = [TaskStatus.queued, TaskStatus.running]
+
+# The common claim: a row of the job's kind, not canceled, queued or running on an expired lease.
+CLAIM = (
+    update(_TASKS)
+    .where(
+        _c.id == bindparam("p_id"),
+        _c.kind == bindparam("p_kind"),
+        _c.cancel_requested.is_(False),
+        or_(
+            _c.status == TaskStatus.queued,
+            and_(
+                _c.status == TaskStatus.running,
+                or_(_c.deadline_at.is_(None), _c.deadline_at <= bindparam("p_now")),
+            ),
+        ),
+    )
+    .values(
+        status=TaskStatus.running,
+        attempts=_c.attempts + 1,
+        started_at=bindparam("p_now"),
+        message=case(
+            (_c.attempts == 0, "started"),
+            else_=literal("attempt ", String) + cast(_c.attempts + 1, String),
+        ),
+        deadline_at=bindparam("p_deadline"),
+        updated_at=bindparam("p_now"),
+    )
+    .returning(*_c)
+)
+
+
+def _finish(**extra: Any) -> Update:
+    # Only this attempt's own unfinished row (a row re-queued from this very attempt counts).
+    return (
+        update(_TASKS)
+        .where(
+            _c.id == bindparam("p_id"),
+            _c.attempts == bindparam("p_attempt"),
+            _c.status.in_(_ACTIVE),
+        )
+        .values(
+            status=bindparam("p_status"),
+            finished_at=bindparam("p_now"),
+            deadline_at=None,
+            message=bindparam("p_message"),
+            error=None,
+            error_code=None,
+            updated_at=bindparam("p_now"),
+            **extra,
+        )
+        .returning(*_c)
+    )
+
+
+FINISH = _finish()
+SUCCEED = _finish(progress=100, result=bindparam("p_result"))

@@ -19,18 +19,18 @@ import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from saq import Job, Worker
 from saq.types import Context
-from sqlalchemy import String, and_, case, cast, literal, or_, select, update
+from sqlalchemy import Update, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend import models as all_models  # every mapper, so relationships across features resolve
 from backend.core.db import commit, utcnow
 from backend.core.resources import Resources
-from backend.tasks import events, sweeper
+from backend.tasks import events, rows, sweeper
 from backend.tasks.deps import task_queue
 from backend.tasks.models import Task, TaskStatus
 from backend.tasks.queue import JOB_FUNCTION
@@ -96,13 +96,18 @@ class TaskRunner:
         # Single-statement transitions (claim, finish); see ``backend.tasks.rows``.
         self.transitions = transitions or resources.db.sessionmaker
 
-    async def _transition(self, statement: Any) -> Task | None:
-        """Run one conditional ``UPDATE … RETURNING`` of the row; publish what it wrote."""
+    async def _transition(self, statement: Update, params: dict[str, Any]) -> Task | None:
+        """Run one conditional ``UPDATE … RETURNING`` of the row; publish what it wrote.
+
+        The row comes back as a plain result row, which has every column the callers and the
+        event read, by name, as the ORM object has."""
         async with self.transitions() as session:
-            task = (await session.scalars(statement)).one_or_none()
+            row = (await session.execute(statement, params)).one_or_none()
             await session.commit()
-        if task is not None:
-            await events.publish(self.resources.redis, task)
+        if row is None:
+            return None
+        task = cast(Task, row)
+        await events.publish(self.resources.redis, task)
         return task
 
     @contextlib.asynccontextmanager
@@ -181,37 +186,16 @@ class TaskRunner:
             await self._heartbeat()
 
     async def _claim_fast(self, task_id: uuid.UUID, spec: TaskSpec) -> Task | None:
-        """The common claim in one statement: a row of this kind, not canceled, queued or
-        running on an expired lease. None leaves every other case to ``_claim``."""
+        """The common claim in one statement; None leaves every other case to ``_claim``."""
         now = utcnow()
-        attempts = Task.attempts + 1
         return await self._transition(
-            update(Task)
-            .where(
-                Task.id == task_id,
-                Task.kind == spec.kind,
-                Task.cancel_requested.is_(False),
-                or_(
-                    Task.status == TaskStatus.queued,
-                    and_(
-                        Task.status == TaskStatus.running,
-                        or_(Task.deadline_at.is_(None), Task.deadline_at <= now),
-                    ),
-                ),
-            )
-            .values(
-                status=TaskStatus.running,
-                attempts=attempts,
-                started_at=now,
-                message=case(
-                    (Task.attempts == 0, "started"),
-                    else_=literal("attempt ", String) + cast(attempts, String),
-                ),
-                deadline_at=now + timedelta(seconds=spec.lease),
-                updated_at=now,
-            )
-            .returning(Task)
-            .execution_options(synchronize_session=False)
+            rows.CLAIM,
+            {
+                "p_id": task_id,
+                "p_kind": spec.kind,
+                "p_now": now,
+                "p_deadline": now + timedelta(seconds=spec.lease),
+            },
         )
 
     async def _claim(
@@ -380,29 +364,17 @@ class TaskRunner:
         """Finish the row in one statement if it is still this attempt's: unfinished, and no
         later attempt has claimed it (it may have been re-queued from this very attempt, whose
         outcome then still counts)."""
-        now = utcnow()
-        values: dict[str, Any] = {
-            "status": status,
-            "finished_at": now,
-            "deadline_at": None,
-            "message": message,
-            "error": None,
-            "error_code": None,
-            "updated_at": now,
+        params: dict[str, Any] = {
+            "p_id": task_id,
+            "p_attempt": attempt,
+            "p_status": status,
+            "p_now": utcnow(),
+            "p_message": message,
         }
         if status == TaskStatus.succeeded:
-            values.update(progress=100, result=result)
-        await self._transition(
-            update(Task)
-            .where(
-                Task.id == task_id,
-                Task.attempts == attempt,
-                Task.status.in_([TaskStatus.queued, TaskStatus.running]),
-            )
-            .values(**values)
-            .returning(Task)
-            .execution_options(synchronize_session=False)
-        )
+            await self._transition(rows.SUCCEED, {**params, "p_result": result})
+        else:
+            await self._transition(rows.FINISH, params)
 
     async def _failed(
         self,
