@@ -1,11 +1,12 @@
 """Where the worker writes its status transitions: one statement each, without a transaction.
 
 A claim and a finish are each a single conditional ``UPDATE … RETURNING`` (atomic on its own),
-so on Postgres they run on a small autocommit pool of the worker's own. On the shared pool each
-would cost five more round trips: the pre-ping there opens and rolls back a transaction of its
-own (pgbouncer-safe), then BEGIN and COMMIT. With autocommit the ping is one round trip and the
-UPDATE another. SQLite (embedded mode) and databases bound to a test's connection use the
-shared session factory as before.
+so on Postgres they run on a small autocommit pool of the worker's own: one round trip each.
+On the shared pool each would cost six: the pre-ping there opens and rolls back a transaction
+of its own (pgbouncer-safe), then BEGIN and COMMIT. This pool does not ping; a connection the
+server dropped fails its statement before anything ran, the pool then discards all its older
+connections, and the runner sends the statement once more (``RETRY_ON_DISCONNECT``). SQLite
+(embedded mode) and databases bound to a test's connection use the shared session factory.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from sqlalchemy.ext.asyncio import (
 from backend.core.db import CONNECT_TIMEOUT_SECONDS, POOL_TIMEOUT_SECONDS, Database
 from backend.tasks.models import Task, TaskStatus
 
+# How many times a transition is sent again after its connection turned out dead.
+RETRY_ON_DISCONNECT = 1
+
 
 class TransitionStore:
     def __init__(self, db: Database, *, size: int) -> None:
@@ -48,7 +52,6 @@ class TransitionStore:
                 isolation_level="AUTOCOMMIT",
                 pool_size=max(1, size // 2),
                 max_overflow=size,
-                pool_pre_ping=True,
                 pool_timeout=POOL_TIMEOUT_SECONDS,
                 connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
             )

@@ -25,6 +25,7 @@ import structlog
 from saq import Job, Worker
 from saq.types import Context
 from sqlalchemy import Update, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend import models as all_models  # every mapper, so relationships across features resolve
@@ -101,9 +102,17 @@ class TaskRunner:
 
         The row comes back as a plain result row, which has every column the callers and the
         event read, by name, as the ORM object has."""
-        async with self.transitions() as session:
-            row = (await session.execute(statement, params)).one_or_none()
-            await session.commit()
+        for retry in range(rows.RETRY_ON_DISCONNECT + 1):
+            try:
+                async with self.transitions() as session:
+                    row = (await session.execute(statement, params)).one_or_none()
+                    await session.commit()
+                break
+            except DBAPIError as exc:
+                # A pooled connection Postgres dropped (a restart): the pool has discarded
+                # its connections, so the next try connects afresh.
+                if not exc.connection_invalidated or retry == rows.RETRY_ON_DISCONNECT:
+                    raise
         if row is None:
             return None
         task = cast(Task, row)
@@ -288,7 +297,8 @@ class TaskRunner:
             return None
         task, spec = claimed
         attempt = task.attempts
-        log.info("task_started", task_id=str(task_id), kind=task.kind, attempt=attempt)
+        # Debug only: the row has started_at, and task_succeeded/task_failed end every run.
+        log.debug("task_started", task_id=str(task_id), kind=task.kind, attempt=attempt)
         started = time.perf_counter()
 
         async def report(pct: int, message: str | None = None) -> None:

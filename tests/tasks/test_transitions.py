@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from saq import Job
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from backend.composition import AppResources
 from backend.core.db import utcnow
 from backend.tasks.models import Task, TaskStatus
 from backend.tasks.queue import JOB_FUNCTION
+from backend.tasks.rows import TransitionStore
 from backend.tasks.worker import TaskRunner, running_worker
 from tests.tasks.conftest import CreateTask, load, wait_status
 
@@ -96,3 +97,25 @@ async def test_a_job_queued_without_its_kind_still_runs(
     async with running_worker(resources):
         task = await wait_status(resources, task_id, TaskStatus.succeeded, TaskStatus.failed)
     assert (task.status, task.attempts) == (TaskStatus.succeeded, 1)
+
+
+async def test_a_transition_survives_its_pooled_connection_being_dropped(
+    resources: AppResources, create_task: CreateTask
+) -> None:
+    # The worker's transition pool does not ping: a connection Postgres dropped (a restart)
+    # must cost one retry, not a failed claim.
+    store = TransitionStore(resources.db, size=2)
+    try:
+        runner = TaskRunner(resources, None, store.sessionmaker)
+        first = await create_task("test.steps", steps=1)
+        assert await runner._claim(first, "test.steps") is not None
+        async with store.sessionmaker() as session:
+            pid = await session.scalar(text("SELECT pg_backend_pid()"))
+        async with resources.db.sessionmaker() as session:
+            assert await session.scalar(text(f"SELECT pg_terminate_backend({int(pid)})"))
+        second = await create_task("test.steps", steps=1)
+        claimed = await runner._claim(second, "test.steps")
+        assert claimed is not None
+        assert claimed[0].status == TaskStatus.running
+    finally:
+        await store.dispose()
