@@ -25,7 +25,7 @@ from sqlalchemy import (
     or_,
     update,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Row, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -41,12 +41,12 @@ RETRY_ON_DISCONNECT = 1
 
 
 class TransitionStore:
-    def __init__(self, db: Database, *, size: int) -> None:
+    def __init__(self, db: Database, *, size: int, own_pool: bool = True) -> None:
         self._engine: AsyncEngine | None = None
         self.sessionmaker: async_sessionmaker[AsyncSession] = db.sessionmaker
         url = make_url(db.url)
         owns_engine = isinstance(db.sessionmaker.kw.get("bind"), AsyncEngine)
-        if owns_engine and url.get_driver_name() == "asyncpg":
+        if own_pool and owns_engine and url.get_driver_name() == "asyncpg":
             self._engine = create_async_engine(
                 db.url,
                 isolation_level="AUTOCOMMIT",
@@ -56,6 +56,22 @@ class TransitionStore:
                 connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
             )
             self.sessionmaker = async_sessionmaker(self._engine, expire_on_commit=False)
+
+    @classmethod
+    def shared(cls, db: Database) -> TransitionStore:
+        """Transitions on the shared session factory (a runner made outside a worker)."""
+        return cls(db, size=0, own_pool=False)
+
+    async def execute(self, statement: Update, params: dict[str, Any]) -> Row[Any] | None:
+        """Run one transition; its row as written, or None when the WHERE refused it."""
+        if self._engine is not None:
+            # Autocommit: no session, no transaction, one round trip.
+            async with self._engine.connect() as conn:
+                return (await conn.execute(statement, params)).one_or_none()
+        async with self.sessionmaker() as session:
+            row = (await session.execute(statement, params)).one_or_none()
+            await session.commit()
+            return row
 
     async def dispose(self) -> None:
         if self._engine is not None:

@@ -26,7 +26,7 @@ from saq import Job, Worker
 from saq.types import Context
 from sqlalchemy import Update, select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend import models as all_models  # every mapper, so relationships across features resolve
 from backend.core.db import commit, utcnow
@@ -90,12 +90,12 @@ class TaskRunner:
         self,
         resources: Resources,
         job: Job | None,
-        transitions: async_sessionmaker[AsyncSession] | None = None,
+        transitions: TransitionStore | None = None,
     ) -> None:
         self.resources = resources
         self.job = job
         # Single-statement transitions (claim, finish); see ``backend.tasks.rows``.
-        self.transitions = transitions or resources.db.sessionmaker
+        self.transitions = transitions or TransitionStore.shared(resources.db)
 
     async def _transition(self, statement: Update, params: dict[str, Any]) -> Task | None:
         """Run one conditional ``UPDATE … RETURNING`` of the row; publish what it wrote.
@@ -104,9 +104,7 @@ class TaskRunner:
         event read, by name, as the ORM object has."""
         for retry in range(rows.RETRY_ON_DISCONNECT + 1):
             try:
-                async with self.transitions() as session:
-                    row = (await session.execute(statement, params)).one_or_none()
-                    await session.commit()
+                row = await self.transitions.execute(statement, params)
                 break
             except DBAPIError as exc:
                 # A pooled connection Postgres dropped (a restart): the pool has discarded
@@ -445,7 +443,7 @@ async def run_task(
 ) -> dict[str, Any] | None:
     # ``kind`` rides on the job so the claim can be one statement; older jobs lack it.
     store = ctx.get("transitions")
-    runner = TaskRunner(ctx["resources"], ctx.get("job"), store.sessionmaker if store else None)
+    runner = TaskRunner(ctx["resources"], ctx.get("job"), store)
     return await runner.run(uuid.UUID(task_id), kind)
 
 

@@ -106,7 +106,7 @@ async def test_a_transition_survives_its_pooled_connection_being_dropped(
     # must cost one retry, not a failed claim.
     store = TransitionStore(resources.db, size=2)
     try:
-        runner = TaskRunner(resources, None, store.sessionmaker)
+        runner = TaskRunner(resources, None, store)
         first = await create_task("test.steps", steps=1)
         assert await runner._claim(first, "test.steps") is not None
         async with store.sessionmaker() as session:
