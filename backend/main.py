@@ -7,8 +7,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI
-from fastapi.responses import FileResponse
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
@@ -31,6 +36,7 @@ from backend.ops.router import router as ops_router
 from backend.realtime.router import router as realtime_router
 from backend.sketches.router import router as sketches_router
 from backend.storage.router import router as storage_router
+from backend.tasks.router import admin_router as tasks_admin_router
 from backend.tasks.router import router as tasks_router
 from backend.tasks.worker import load_task_modules, running_worker
 
@@ -71,6 +77,10 @@ def create_app(
         redirect_slashes=False,
         # NUL and lone surrogates are refused for every route here, not per endpoint.
         dependencies=[Depends(text_fit)],
+        # The API docs are served below from vendored assets: FastAPI's own pages load them
+        # from a CDN, which leaves /docs blank offline or behind a strict egress policy.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.resources = resources
     install_error_handlers(app)
@@ -106,6 +116,7 @@ def create_app(
     app.include_router(auth_router)
     app.include_router(admin_router)
     app.include_router(tasks_router)
+    app.include_router(tasks_admin_router)
     app.include_router(images_router, dependencies=[Depends(bind_link_settings)])
     app.include_router(sketches_router, dependencies=[Depends(bind_link_settings)])
     app.include_router(ai_router)
@@ -122,8 +133,52 @@ def create_app(
     async def index() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
+    _register_docs(app)
     _register_problem_schema(app)
     return app
+
+
+VENDOR = "/web/vendor"
+
+
+def _register_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc, every asset from this app (no CDN, no fonts)."""
+    openapi_url = app.openapi_url or "/openapi.json"
+    oauth2_redirect = "/docs/oauth2-redirect"
+
+    def prefix(request: Request) -> str:
+        # Behind a path prefix (an API Gateway stage) the browser must ask for it too.
+        return str(request.scope.get("root_path", "")).rstrip("/")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = prefix(request)
+        return get_swagger_ui_html(
+            openapi_url=root + openapi_url,
+            title=f"{app.title} - API",
+            oauth2_redirect_url=root + oauth2_redirect,
+            swagger_js_url=f"{root}{VENDOR}/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{VENDOR}/swagger-ui/swagger-ui.css",
+            swagger_favicon_url=f"{root}{VENDOR}/swagger-ui/favicon-32x32.png",
+        )
+
+    @app.get(oauth2_redirect, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = prefix(request)
+        page = get_redoc_html(
+            openapi_url=root + openapi_url,
+            title=f"{app.title} - API",
+            redoc_js_url=f"{root}{VENDOR}/redoc/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{VENDOR}/swagger-ui/favicon-32x32.png",
+            with_google_fonts=False,
+        )
+        # ReDoc's sidebar always shows its maker's logo from their CDN: images stay local.
+        page.headers["Content-Security-Policy"] = "img-src 'self' data:"
+        return page
 
 
 class NoCacheStaticFiles(StaticFiles):

@@ -7,6 +7,7 @@ test. With CI=true a server that cannot start fails the run instead of skipping.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import uuid
@@ -173,6 +174,33 @@ def make_live_app(settings: Settings, committed_database: Database, redis: Redis
 @pytest.fixture
 def app(make_app: AppFactory) -> FastAPI:
     return make_app()
+
+
+async def make_embedded_app(folder: Path, **overrides: object) -> FastAPI:
+    """The embedded stack (`make run`'s): SQLite, in-process Redis, a local folder, migrated."""
+    settings = Settings(
+        env="test",
+        secret_key=TEST_SECRET,
+        database_url=f"sqlite+aiosqlite:///{folder / 'var' / 'atelier.db'}",
+        redis_url=None,
+        storage_url=f"file://{folder / 'var' / 'storage'}",
+        **overrides,  # type: ignore[arg-type]
+    )
+    await asyncio.to_thread(upgrade, settings.database_url)
+    return create_app(settings)
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+async def app_on_each_database(
+    request: pytest.FixtureRequest, tmp_path: Path, make_live_app: AppFactory
+) -> AsyncIterator[FastAPI]:
+    """The same test on Postgres (committed) and on the embedded SQLite stack."""
+    if request.param == "postgres":
+        yield make_live_app()
+        return
+    app = await make_embedded_app(tmp_path)
+    yield app
+    await app.state.resources.close()
 
 
 def client_for(app: FastAPI, **kwargs: object) -> httpx.AsyncClient:

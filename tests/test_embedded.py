@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from backend.config import Settings
 from backend.core.migrations import upgrade
 from backend.main import create_app
-from tests.conftest import PASSWORD, TEST_SECRET, client_for, unique_email
+from tests.conftest import PASSWORD, TEST_SECRET, client_for, make_embedded_app, unique_email
 from tests.servers import free_port
 
 pytestmark = pytest.mark.embedded
@@ -30,15 +30,7 @@ ATELIER = str(Path(sys.executable).with_name("atelier"))
 
 @pytest.fixture
 async def embedded_app(tmp_path: Path) -> AsyncIterator[FastAPI]:
-    settings = Settings(
-        env="test",
-        secret_key=TEST_SECRET,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'var' / 'atelier.db'}",
-        redis_url=None,
-        storage_url=f"file://{tmp_path / 'var' / 'storage'}",
-    )
-    await asyncio.to_thread(upgrade, settings.database_url)
-    app = create_app(settings)
+    app = await make_embedded_app(tmp_path)
     yield app
     await app.state.resources.close()
 

@@ -9,7 +9,6 @@ import io
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,33 +16,15 @@ from fastapi import FastAPI
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
-from backend.config import Settings
-from backend.core.migrations import upgrade
 from backend.images.models import Blob, Image
-from backend.main import create_app
 from backend.tasks.models import IdempotencyKey
 from tests.auth.test_router import assert_problem
-from tests.conftest import PASSWORD, TEST_SECRET, AppFactory, client_for, unique_email
+from tests.conftest import PASSWORD, client_for, unique_email
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-async def stack(
-    request: pytest.FixtureRequest, tmp_path: Path, make_live_app: AppFactory
-) -> AsyncIterator[FastAPI]:
-    if request.param == "postgres":
-        yield make_live_app()
-        return
-    settings = Settings(
-        env="test",
-        secret_key=TEST_SECRET,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'var' / 'atelier.db'}",
-        redis_url=None,
-        storage_url=f"file://{tmp_path / 'var' / 'storage'}",
-    )
-    await asyncio.to_thread(upgrade, settings.database_url)
-    app = create_app(settings)
-    yield app
-    await app.state.resources.close()
+@pytest.fixture
+def stack(app_on_each_database: FastAPI) -> FastAPI:
+    return app_on_each_database
 
 
 @asynccontextmanager

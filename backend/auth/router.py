@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Cookie, Request, Response, status
+from fastapi import APIRouter, Cookie, Query, Request, Response, status
 
 from backend.auth import service
 from backend.auth.csrf import CSRF_COOKIE, verify_csrf
@@ -244,9 +244,15 @@ async def delete_api_key(key_id: uuid.UUID, user: CurrentUser, session: SessionD
 
 @admin_router.get("/users", response_model=Page[AdminUserOut], responses=problem_responses(422))
 async def admin_list_users(
-    _admin: AdminUser, session: SessionDep, page: PageDep
+    _admin: AdminUser,
+    session: SessionDep,
+    page: PageDep,
+    q: Annotated[
+        str | None,
+        Query(max_length=100, description="Part of an email or display name, any case"),
+    ] = None,
 ) -> Page[AdminUserOut]:
-    items, cursor = await service.list_users(session, page=page)
+    items, cursor = await service.list_users(session, page=page, search=(q or "").strip() or None)
     return Page(items=[AdminUserOut.model_validate(u) for u in items], next_cursor=cursor)
 
 

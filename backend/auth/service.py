@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from redis.asyncio import Redis
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -305,9 +305,29 @@ async def delete_api_key(session: AsyncSession, *, user: User, key_id: uuid.UUID
     await session.flush()
 
 
-async def list_users(session: AsyncSession, *, page: PageParams) -> tuple[list[User], str | None]:
-    stmt = newest_first(select(User), User.created_at, User.id, page)
+async def list_users(
+    session: AsyncSession, *, page: PageParams, search: str | None = None
+) -> tuple[list[User], str | None]:
+    stmt = select(User)
+    if search:
+        # A plain substring, case-insensitive; LIKE's wildcards in it are matched literally.
+        needle = search.lower()
+        stmt = stmt.where(
+            or_(
+                func.lower(User.email).contains(needle, autoescape=True),
+                func.lower(func.coalesce(User.display_name, "")).contains(needle, autoescape=True),
+            )
+        )
+    stmt = newest_first(stmt, User.created_at, User.id, page)
     return make_page(list(await session.scalars(stmt)), page)
+
+
+async def emails_by_id(session: AsyncSession, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Who is who, for admin overviews that name users."""
+    if not user_ids:
+        return {}
+    rows = await session.execute(select(User.id, User.email).where(User.id.in_(user_ids)))
+    return {row.id: row.email for row in rows}
 
 
 async def update_user(

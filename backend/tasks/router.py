@@ -5,16 +5,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from backend.auth.deps import CurrentUser
+from backend.auth import service as auth_service
+from backend.auth.deps import AdminUser, CurrentUser
 from backend.core.db import SessionDep
 from backend.core.errors import problem_responses
 from backend.core.pagination import Page, PageDep
 from backend.core.resources import RedisDep
 from backend.tasks import service
 from backend.tasks.models import Task, TaskStatus
-from backend.tasks.schemas import TaskOut
+from backend.tasks.schemas import TaskFailureOut, TaskOut, TaskSummaryOut
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"], responses=problem_responses(401))
+admin_router = APIRouter(
+    prefix="/api/admin/tasks", tags=["admin"], responses=problem_responses(401, 403)
+)
 
 
 @router.get("", response_model=Page[TaskOut], responses=problem_responses(422))
@@ -46,3 +50,37 @@ async def cancel_task(
 ) -> Task:
     """A queued task never starts; a running one stops at its next progress checkpoint."""
     return await service.cancel_task(session, redis, user_id=user.id, task_id=task_id)
+
+
+@admin_router.get("/summary", response_model=TaskSummaryOut, responses=problem_responses(422))
+async def task_summary(
+    _admin: AdminUser,
+    session: SessionDep,
+    failures: Annotated[
+        int, Query(ge=0, le=50, description="How many recent failures to list")
+    ] = 10,
+) -> TaskSummaryOut:
+    """Admin: every user's tasks by kind and status, failures by code, the latest failures."""
+    found = await service.summary(session, failures=failures)
+    emails = await auth_service.emails_by_id(session, {t.user_id for t in found.recent_failures})
+    return TaskSummaryOut(
+        total=sum(found.by_status.values()),
+        by_status=found.by_status,
+        by_kind=found.by_kind,
+        failed_by_code=found.failed_by_code,
+        oldest_queued_at=found.oldest_queued_at,
+        recent_failures=[
+            TaskFailureOut(
+                id=t.id,
+                kind=t.kind,
+                error_code=t.error_code,
+                error=t.error[:300] if t.error else None,
+                attempts=t.attempts,
+                user_id=t.user_id,
+                user_email=emails.get(t.user_id),
+                created_at=t.created_at,
+                finished_at=t.finished_at,
+            )
+            for t in found.recent_failures
+        ],
+    )

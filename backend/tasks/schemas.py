@@ -27,3 +27,28 @@ class TaskOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     result: dict[str, Any] | None
+
+
+class TaskFailureOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    kind: str
+    error_code: str | None
+    error: str | None = Field(description="The error message, cut to 300 characters")
+    attempts: int
+    user_id: uuid.UUID
+    user_email: str | None = Field(description="The owner's email; null if the user is gone")
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class TaskSummaryOut(BaseModel):
+    total: int
+    by_status: dict[str, int] = Field(description="Every status, zeros included")
+    by_kind: dict[str, dict[str, int]] = Field(
+        description="Per kind present: every status, zeros included"
+    )
+    failed_by_code: dict[str, int] = Field(description="Failed tasks by error code")
+    oldest_queued_at: datetime | None = Field(description="Creation time of the oldest queued task")
+    recent_failures: list[TaskFailureOut] = Field(description="Newest failures first")

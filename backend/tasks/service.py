@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.db import on_commit, utcnow
@@ -139,3 +140,51 @@ async def cancel_task(
 
     on_commit(session, announce)
     return task
+
+
+@dataclass
+class TaskSummary:
+    by_kind: dict[str, dict[str, int]]
+    failed_by_code: dict[str, int]
+    oldest_queued_at: datetime | None
+    recent_failures: list[Task]
+
+    @property
+    def by_status(self) -> dict[str, int]:
+        totals = dict.fromkeys(TaskStatus, 0)
+        for counts in self.by_kind.values():
+            for status, count in counts.items():
+                totals[TaskStatus(status)] += count
+        return {status.value: count for status, count in totals.items()}
+
+
+async def summary(session: AsyncSession, *, failures: int) -> TaskSummary:
+    """Every user's tasks at a glance, for admins: counts by kind and status, recent failures."""
+    by_kind: dict[str, dict[str, int]] = {}
+    counted = await session.execute(
+        select(Task.kind, Task.status, func.count()).group_by(Task.kind, Task.status)
+    )
+    for kind, status, count in counted:
+        by_kind.setdefault(kind, {s.value: 0 for s in TaskStatus})[TaskStatus(status).value] = count
+    codes: dict[str, int] = {}
+    for code, count in await session.execute(
+        select(Task.error_code, func.count())
+        .where(Task.status == TaskStatus.failed)
+        .group_by(Task.error_code)
+    ):
+        codes[code or "unknown"] = codes.get(code or "unknown", 0) + count
+    oldest = await session.scalar(
+        select(func.min(Task.created_at)).where(Task.status == TaskStatus.queued)
+    )
+    recent = await session.scalars(
+        select(Task)
+        .where(Task.status == TaskStatus.failed)
+        .order_by(Task.updated_at.desc(), Task.id.desc())
+        .limit(failures)
+    )
+    return TaskSummary(
+        by_kind=dict(sorted(by_kind.items())),
+        failed_by_code=dict(sorted(codes.items(), key=lambda kv: (-kv[1], kv[0]))),
+        oldest_queued_at=oldest,
+        recent_failures=list(recent),
+    )

@@ -2,6 +2,8 @@
 // echoed on unsafe requests, and an expired access token is refreshed once, transparently.
 // Nothing about the session is ever written to localStorage.
 
+import { connectivity } from "./connectivity.js";
+
 const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 
 /** An API failure with the problem+json fields kept (code, detail, errors). */
@@ -47,8 +49,25 @@ async function refreshSession() {
   return refreshing;
 }
 
-/** Listeners told when the session is gone for good (refresh failed). */
+/** Listeners told when the session is gone for good (a 401 that a refresh could not cure). */
 export const sessionLost = new EventTarget();
+
+// Where a 401 is an answer about the credentials typed in, not about the session.
+const NO_REFRESH = new Set(["/api/auth/login", "/api/auth/register", "/api/auth/refresh", "/api/auth/logout"]);
+
+/** Ask for a fresh access token; if that fails too, the session is over: tell the shell. */
+export async function renewSession() {
+  let renewed = false;
+  try {
+    renewed = await refreshSession();
+  } catch { /* offline: not a lost session */
+    return false;
+  }
+  // Later, not now: the caller's own error handling runs first, then the shell replaces
+  // whatever it drew with the sign-in view.
+  if (!renewed) setTimeout(() => sessionLost.dispatchEvent(new Event("lost")), 0);
+  return renewed;
+}
 
 async function parse(response) {
   if (response.status === 204) return null;
@@ -68,13 +87,23 @@ export async function api(path, { method = "GET", body, headers = {}, retry = tr
     init.body = JSON.stringify(body);
     init.headers["Content-Type"] = "application/json";
   }
-  const response = await fetch(path, init);
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch {
+    // No answer at all. Status 0 and a `network.*` code let callers tell this from a refusal
+    // and retry once `connectivity` says "online" again.
+    connectivity.fetched(false);
+    throw new ApiError(0, navigator.onLine
+      ? { code: "network.unreachable", detail: "The server could not be reached; please try again in a moment." }
+      : { code: "network.offline", detail: "You are offline; this will work again once the network is back." });
+  }
+  connectivity.fetched(true);
   if (response.ok) return parse(response);
   const problem = await parse(response).catch(() => null);
-  const code = typeof problem === "object" ? problem?.code : "";
-  if (response.status === 401 && code === "auth.invalid_token" && retry) {
-    if (await refreshSession()) return api(path, { method, body, headers, retry: false });
-    sessionLost.dispatchEvent(new Event("lost"));
+  // Any 401 (expired, missing or revoked token) gets one refresh; a failed one ends the session.
+  if (response.status === 401 && retry && !NO_REFRESH.has(path.split("?")[0])) {
+    if (await renewSession()) return api(path, { method, body, headers, retry: false });
   }
   throw new ApiError(response.status, typeof problem === "object" ? problem : null);
 }

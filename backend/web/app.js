@@ -3,13 +3,19 @@
 // this module owns the session and the routing between them.
 
 import { api, sessionLost } from "./api.js";
+import { showConnectivity } from "./connectivity.js";
 import { announce, fill } from "./dom.js";
 import { main, realtime, state } from "./ui.js";
+import { adminView } from "./views/admin.js";
 import { authView } from "./views/auth.js";
 import { batchesView } from "./views/batches.js";
 import { galleryView } from "./views/gallery.js";
 import { imageView } from "./views/image.js";
 import { keysView } from "./views/keys.js";
+
+const AUTH_PAGES = /^#\/(signin|signup)\b/;
+const RETURN_KEY = "atelier.returnTo"; // a place in the app, never anything about the session
+let authMessage = "";
 
 async function boot() {
   try {
@@ -17,21 +23,42 @@ async function boot() {
   } catch {
     state.user = null;
   }
-  window.addEventListener("hashchange", route);
+  window.addEventListener("hashchange", () => route());
   document.getElementById("sign-out").addEventListener("click", signOut);
   sessionLost.addEventListener("lost", () => {
+    if (!state.user) return; // never signed in here, or already handled
+    // Signed out in another tab, expired, revoked or disabled: sign in again, then come back.
+    rememberPlace();
     setUser(null);
-    route("Your session has ended; please sign in again.");
+    showSignIn("Your session has ended; please sign in again.");
   });
   realtime.addEventListener("task", (e) => state.view?.onTask?.(e.detail.task));
   realtime.addEventListener("snapshot", () => state.view?.onSnapshot?.());
+  showConnectivity(document.getElementById("net"));
   setUser(state.user);
-  route();
+  if (!state.user && location.hash && !AUTH_PAGES.test(location.hash)) {
+    // A deep link opened while signed out: sign in first, then go there.
+    rememberPlace();
+    showSignIn("");
+  } else route();
+}
+
+function rememberPlace() {
+  if (location.hash.startsWith("#/") && !AUTH_PAGES.test(location.hash)) {
+    sessionStorage.setItem(RETURN_KEY, location.hash);
+  }
+}
+
+function showSignIn(message) {
+  authMessage = message;
+  if (location.hash === "#/signin") route();
+  else location.hash = "#/signin"; // routes on hashchange
 }
 
 function setUser(user) {
   state.user = user;
   document.getElementById("nav").hidden = !user;
+  document.getElementById("nav-admin").hidden = user?.role !== "admin";
   fill(document.getElementById("who"), user ? user.display_name || user.email : "");
   if (user) realtime.start();
   else realtime.stop();
@@ -41,6 +68,7 @@ async function signOut() {
   try {
     await api("/api/auth/logout", { method: "POST" });
   } catch { /* the cookies may already be gone; signing out locally is what matters */ }
+  sessionStorage.removeItem(RETURN_KEY);
   setUser(null);
   location.hash = "#/signin";
   announce("Signed out.");
@@ -48,15 +76,18 @@ async function signOut() {
 
 let routedBefore = false;
 
-function route(message) {
+function route() {
   const hash = location.hash.replace(/^#\/?/, "").split("?")[0]; // "?…": a view's own state
   const [page, id] = hash.split("/");
   state.view = null;
   if (!state.user) {
-    state.view = authView(page === "signup" ? "signup" : "signin", typeof message === "string" ? message : "", signedIn);
+    const message = authMessage;
+    authMessage = "";
+    state.view = authView(page === "signup" ? "signup" : "signin", message, signedIn);
   } else if (page === "image" && id) state.view = imageView(id);
   else if (page === "batches") state.view = batchesView();
   else if (page === "keys") state.view = keysView();
+  else if (page === "admin") state.view = adminView();
   else state.view = galleryView();
   for (const link of document.querySelectorAll("#nav a")) {
     link.toggleAttribute("aria-current", link.getAttribute("href") === `#/${page || "gallery"}`);
@@ -66,11 +97,14 @@ function route(message) {
   routedBefore = true;
 }
 
-
 function signedIn(user) {
   setUser(user);
-  if (!location.hash.startsWith("#/") || /signin|signup/.test(location.hash)) location.hash = "#/gallery";
-  else route();
+  const back = sessionStorage.getItem(RETURN_KEY);
+  sessionStorage.removeItem(RETURN_KEY);
+  const target = back || (AUTH_PAGES.test(location.hash) || !location.hash.startsWith("#/") ? "#/gallery" : location.hash);
+  if (location.hash === target) route();
+  else location.hash = target;
+  announce(`Signed in as ${user.display_name || user.email}.`);
 }
 
 boot();

@@ -127,9 +127,24 @@ export function altText(image) {
 
 // Signed delivery URLs (no cookies, CDN-cacheable, AVIF/WebP by Accept) at 200/800/1600 px,
 // so the browser picks the size the layout and screen need; the cookie thumbnail otherwise.
+// Each URL fits the picture inside a square box, so a small photo's "1600" is only as wide as the
+// photo: the srcset declares the width each URL really has (a larger claim would make the
+// browser think it had more detail than it has), and drops sizes that add nothing.
+const BOXES = [["small", 200], ["card", 400], ["medium", 800], ["large", 1600]];
+
 export function responsive(image, fallback, sizes) {
   const d = image.delivery;
   if (!d) return { src: fallback };
-  return { src: d.medium, srcset: `${d.small} 200w, ${d.medium} 800w, ${d.large} 1600w`, sizes };
+  const longest = Math.max(image.width || 0, image.height || 0);
+  const seen = new Set();
+  const candidates = [];
+  for (const [name, box] of BOXES) {
+    if (!d[name]) continue;
+    const width = longest ? Math.round((image.width || longest) * Math.min(1, box / longest)) : box;
+    if (seen.has(width)) continue;
+    seen.add(width);
+    candidates.push(`${d[name]} ${width}w`);
+  }
+  return { src: d.medium ?? d.small, srcset: candidates.join(", "), sizes };
 }
 

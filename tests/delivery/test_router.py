@@ -325,12 +325,14 @@ async def test_images_api_links_open_without_cookies(stack: Stack) -> None:
     image_id = await stack.upload(alice, jpeg(1200, 900))
     body = (await alice.get(f"/api/images/{image_id}")).json()
     links = body["delivery"]
-    assert set(links) == {"small", "medium", "large"}
+    assert set(links) == {"small", "card", "medium", "large"}
     listed = (await alice.get("/api/images")).json()["items"][0]
     assert listed["delivery"] == links
     client = stack.anonymous()
     small = decoded(await client.get(links["small"].removeprefix(BASE), headers={"Accept": "*/*"}))
     assert (small.format, small.size) == ("JPEG", (200, 150))
+    card = decoded(await client.get(links["card"].removeprefix(BASE), headers={"Accept": "*/*"}))
+    assert card.size == (400, 300)
     medium = decoded(
         await client.get(links["medium"].removeprefix(BASE), headers={"Accept": "image/webp"})
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import uuid
-from pathlib import Path
 
 from PIL import Image as PILImage
 from playwright.async_api import Browser, FilePayload, Page, expect
@@ -63,9 +62,7 @@ async def wait_for_thumbnails(page: Page, count: int) -> None:
     )
 
 
-async def test_upload_sketch_download_and_sign_out(
-    browser: Browser, live_url: str, screenshots: Path | None
-) -> None:
+async def test_upload_sketch_download_and_sign_out(browser: Browser, live_url: str) -> None:
     context = await browser.new_context(viewport={"width": 1200, "height": 900})
     page = await context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
@@ -100,8 +97,6 @@ async def test_upload_sketch_download_and_sign_out(
     await page.wait_for_function(
         "() => document.querySelector('.compare img.after').naturalWidth > 0"
     )
-    if screenshots:
-        await page.screenshot(path=str(screenshots / "screenshot-sketch.png"), full_page=True)
 
     # The download link serves a decodable picture with the page's cookies.
     href = await download.get_attribute("href")

@@ -165,6 +165,13 @@ async def test_105_images_search_filters_and_delete(
     count = page.locator("#gallery-count")
     await expect(count).to_have_text("Showing 40 of 105")
     await expect(page.locator("#gallery img.thumb").first).to_be_visible()
+    # The srcset claims the widths its URLs really have: a 640 px photo offers nothing wider,
+    # and a card-sized (400 px) variant sits between the 200 and 800 px ones.
+    srcset = await page.locator("#gallery img.thumb").first.get_attribute("srcset") or ""
+    widths = [int(w) for w in re.findall(r" (\d+)w", srcset)]
+    assert widths[:2] == [200, 400], srcset
+    assert widths == sorted(set(widths)), srcset
+    assert max(widths) <= 640, srcset
 
     if screenshots:
         # The top of the gallery, thumbnails loaded, reduced to a palette to stay small.

@@ -3,46 +3,26 @@ all pages, the same on Postgres (committed, as in production) and on SQLite (emb
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from backend.config import Settings
-from backend.core.migrations import upgrade
 from backend.images.models import Image, ImageStatus
-from backend.main import create_app
 from tests.auth.test_router import assert_problem
-from tests.conftest import PASSWORD, TEST_SECRET, AppFactory, client_for, unique_email
+from tests.conftest import PASSWORD, client_for, unique_email
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-async def stack(
-    request: pytest.FixtureRequest, tmp_path: Path, make_live_app: AppFactory
-) -> AsyncIterator[FastAPI]:
-    if request.param == "postgres":
-        yield make_live_app()
-        return
-    settings = Settings(
-        env="test",
-        secret_key=TEST_SECRET,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'atelier.db'}",
-        redis_url=None,
-        storage_url=f"file://{tmp_path / 'storage'}",
-    )
-    await asyncio.to_thread(upgrade, settings.database_url)
-    app = create_app(settings)
-    yield app
-    await app.state.resources.close()
+@pytest.fixture
+def stack(app_on_each_database: FastAPI) -> FastAPI:
+    return app_on_each_database
 
 
 @dataclass

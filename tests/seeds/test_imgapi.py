@@ -39,6 +39,7 @@ from tests.servers import S3Server
 
 MAX_UPLOAD = 1024 * 1024
 
+
 @dataclass
 class Client:
     http: httpx.AsyncClient

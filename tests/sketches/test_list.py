@@ -3,9 +3,7 @@ Postgres and on SQLite, with delivery links on finished sketches."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,32 +11,14 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from backend.config import Settings
-from backend.core.migrations import upgrade
-from backend.main import create_app
 from tests.auth.test_router import assert_problem
-from tests.conftest import PASSWORD, TEST_SECRET, AppFactory, client_for, unique_email
+from tests.conftest import PASSWORD, client_for, unique_email
 from tests.photos import DARK_SCENE, PORTRAIT
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-async def stack(
-    request: pytest.FixtureRequest, tmp_path: Path, make_live_app: AppFactory
-) -> AsyncIterator[FastAPI]:
-    if request.param == "postgres":
-        yield make_live_app()
-        return
-    settings = Settings(
-        env="test",
-        secret_key=TEST_SECRET,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'var' / 'atelier.db'}",
-        redis_url=None,
-        storage_url=f"file://{tmp_path / 'var' / 'storage'}",
-    )
-    await asyncio.to_thread(upgrade, settings.database_url)
-    app = create_app(settings)
-    yield app
-    await app.state.resources.close()
+@pytest.fixture
+def stack(app_on_each_database: FastAPI) -> FastAPI:
+    return app_on_each_database
 
 
 async def register(c: httpx.AsyncClient) -> dict[str, str]:

@@ -200,7 +200,7 @@ async def test_sketch_end_to_end_with_progress_on_ws(live: tuple[str, FastAPI]) 
         assert drawn.size == PHOTO_SIZE
 
         # The finished sketch carries signed delivery links that open without cookies.
-        assert set(sketch["delivery"]) == {"small", "medium", "large"}
+        assert set(sketch["delivery"]) == {"small", "card", "medium", "large"}
         # (The app's public base URL is not this test server's; the signature covers the path.)
         path = httpx.URL(sketch["delivery"]["small"]).path
         async with httpx.AsyncClient(base_url=base, timeout=20) as anonymous:

@@ -92,6 +92,9 @@ export function galleryView() {
   let loading = false;
   let deleting = false; // no paging meanwhile: a page fetched mid-delete would hold stale rows
   let generation = 0; // bumps on every reload, so a late page of old filters is dropped
+  // Bumps on every local add or delete: a list answer that was in flight meanwhile carries a
+  // total from before it, so it is taken only as a floor and asked again once things settle.
+  let changes = 0;
   let watchdog = null;
 
   // --- upload: a real button opens the picker; the drop area is a plain region -------------
@@ -183,6 +186,7 @@ export function galleryView() {
   async function loadPage(reset) {
     if ((loading || deleting) && !reset) return;
     const mine = reset ? ++generation : generation;
+    const before = changes;
     loading = true;
     loadMore.disabled = true;
     try {
@@ -194,7 +198,7 @@ export function galleryView() {
       }
       for (const image of page.items) upsert(image, { prepend: false });
       cursor = page.next_cursor;
-      total = page.total;
+      settleTotal(page.total, before);
     } catch (err) {
       if (mine !== generation) return;
       if (reset) grid.replaceChildren();
@@ -223,12 +227,25 @@ export function galleryView() {
 
   // After a reconnect or an upload whose answer was lost: merge the newest page in place.
   async function refreshTop() {
+    const before = changes;
     try {
       const page = await api(listQuery(filters, null));
       for (const image of page.items) upsert(image);
-      total = page.total;
+      settleTotal(page.total, before);
       showCount();
     } catch { /* the next snapshot or reload will do */ }
+  }
+
+  let recount = null;
+  function settleTotal(counted, before) {
+    if (changes === before) {
+      total = counted;
+      return;
+    }
+    // Never fewer than the cards on screen (they all exist), and a fresh count shortly.
+    total = Math.max(counted, total, grid.children.length);
+    clearTimeout(recount);
+    recount = setTimeout(() => { if (main.contains(grid)) refreshTop(); }, 500);
   }
 
   const refreshImage = async (id) => {
@@ -262,6 +279,7 @@ export function galleryView() {
     const gone = card(id);
     if (gone) {
       gone.remove();
+      changes++;
       total = Math.max(0, total - 1);
     }
     selected.delete(id);
@@ -356,7 +374,10 @@ export function galleryView() {
       if (filtered(filters)) return refreshTop(); // it may not match the filters
       const fresh = !card(image.id);
       upsert(image);
-      if (fresh) total++; // counted on the server even when its page is not loaded here
+      if (fresh) {
+        total++; // counted on the server even when its page is not loaded here
+        changes++;
+      }
       showCount();
       // The thumbnail task may already have finished before the card existed.
       const task = [...realtime.tasks.values()].find((t) => t.image_id === image.id && FINISHED.has(t.status));

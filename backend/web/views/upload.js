@@ -27,7 +27,8 @@ function describe(err) {
 
 /** Seconds to wait before trying again, or null when trying again cannot help. */
 function retryDelay(err, attempt) {
-  if (err instanceof ApiError) {
+  // Status 0 is no answer at all (api.js: `network.*`), retried like any lost connection.
+  if (err instanceof ApiError && err.status !== 0) {
     if (err.status === 429 || TRANSIENT.has(err.status)) {
       const asked = Number(err.problem?.retry_after);
       if (Number.isFinite(asked) && asked > 0) return asked;
@@ -203,7 +204,7 @@ function makeQueue() {
         }
         job.attempt++;
         const why = err instanceof ApiError && err.status === 429 ? "Too many uploads at once"
-          : err instanceof ApiError ? "The server is busy" : "Connection lost";
+          : err instanceof ApiError && err.status !== 0 ? "The server is busy" : "Connection lost";
         const until = Date.now() + delay * 1000;
         setState(job, "retrying");
         const tick = () => fill(job.status, `${why}; retrying in ${Math.max(0, Math.ceil((until - Date.now()) / 1000))} s`);
