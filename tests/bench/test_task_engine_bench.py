@@ -14,7 +14,8 @@ event received, every task succeeded); timings are measured, never asserted.
 2. Throughput: ``test.noop`` tasks created with the task service (row, commit, enqueue after
    commit) and run by 1 and 2 ``atelier worker`` processes, from the first create until the last
    row has succeeded (median of a few runs). Reference: bare saq enqueue→complete with one
-   in-process saq worker. Also reported: CPU per task in each process involved (Linux /proc).
+   in-process saq worker, run by run alternating with ours; the ratio is the median of the
+   pairs'. Also reported: CPU per task in each process involved (Linux /proc).
 """
 
 from __future__ import annotations
