@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from backend.tasks import metrics
@@ -53,14 +54,18 @@ def decode_event(raw: bytes | str) -> tuple[uuid.UUID, dict[str, Any]]:
     return uuid.UUID(data["user_id"]), dict(data["event"])
 
 
+def stage(pipe: Pipeline, task: Task) -> None:
+    """Queue on ``pipe`` the task's event and the status counters behind /metrics."""
+    metrics.record(pipe, task)
+    pipe.publish(CHANNEL, encode_event(task))
+
+
 async def publish(redis: Redis, task: Task) -> None:
     # The row is already committed and is the truth; a lost event is repaired by the next
     # snapshot, so a Redis hiccup must not fail the work itself.
     try:
-        # One round trip: the event, and the status counters behind /metrics.
         async with redis.pipeline(transaction=False) as pipe:
-            metrics.record(pipe, task)
-            pipe.publish(CHANNEL, encode_event(task))
+            stage(pipe, task)
             await pipe.execute()
     except (RedisError, OSError) as exc:
         log.warning("task_event_publish_failed", task_id=str(task.id), error=str(exc))

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from saq import Job
 from saq.job import Status
 from saq.queue.redis import RedisQueue
@@ -39,6 +41,28 @@ class _RowsFirstQueue(RedisQueue):
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:  # noqa: ARG002
         return []
 
+    async def notify(self, job: Job) -> None:  # noqa: ARG002
+        # saq publishes every job change (twice per run) for ``apply``/``map`` and job waiters;
+        # nothing here waits on a job (the row and its events are what people watch).
+        return None
+
+    # A waiting job and its record in one round trip; saq's dequeue takes two (BLMOVE, GET).
+    _TAKE_SCRIPT = """
+        local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+        if not id then return nil end
+        return {id, redis.call('GET', id)}
+    """
+
+    async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
+        # While work is waiting (when throughput matters) no blocking wait is needed; an empty
+        # queue falls back to saq's blocking dequeue. LMOVE needs Redis 6.2, as BLMOVE does.
+        if await self.version() >= (6, 2, 0):
+            async with self._op_sem:
+                taken = await self.redis.eval(self._TAKE_SCRIPT, 2, self._queued, self._active)
+            if taken:
+                return self.deserialize(taken[1])
+        return await super().dequeue(timeout, poll_interval)
+
     # saq's enqueue script, but LPUSH: workers take from the left, so this job runs next.
     _FRONT_SCRIPT = """
         if not redis.call('ZSCORE', KEYS[1], KEYS[2]) and redis.call('EXISTS', KEYS[4]) == 0 then
@@ -53,14 +77,37 @@ class _RowsFirstQueue(RedisQueue):
 
     async def enqueue_front(self, job: Job) -> bool:
         """Queue ``job`` ahead of everything waiting (same key dedupe as ``enqueue``)."""
+        return await self._run_enqueue(self._FRONT_SCRIPT, job, None)
+
+    # saq's enqueue script (a job due now goes to the back of the line).
+    _BACK_SCRIPT = """
+        if not redis.call('ZSCORE', KEYS[1], KEYS[2]) and redis.call('EXISTS', KEYS[4]) == 0 then
+            redis.call('SET', KEYS[2], ARGV[1])
+            redis.call('ZADD', KEYS[1], ARGV[2], KEYS[2])
+            if ARGV[2] == '0' then redis.call('RPUSH', KEYS[3], KEYS[2]) end
+            return 1
+        else
+            return nil
+        end
+    """
+
+    async def enqueue_with(self, job: Job, also: Callable[[Pipeline], None]) -> bool:
+        """``enqueue``, with whatever ``also`` queues on the same pipeline (the task's event):
+        one round trip for both."""
+        return await self._run_enqueue(self._BACK_SCRIPT, job, also)
+
+    async def _run_enqueue(
+        self, script: str, job: Job, also: Callable[[Pipeline], None] | None
+    ) -> bool:
         job.queue = self
         job.status = Status.QUEUED
         job.queued = now()
         keys = [self._incomplete, job.id, self._queued, job.abort_id]
-        async with self._op_sem:
-            queued = await self.redis.eval(
-                self._FRONT_SCRIPT, len(keys), *keys, self.serialize(job), 0
-            )
+        async with self._op_sem, self.redis.pipeline(transaction=False) as pipe:
+            pipe.eval(script, len(keys), *keys, self.serialize(job), job.scheduled)
+            if also is not None:
+                also(pipe)
+            queued, *_ = await pipe.execute()
         return bool(queued)
 
 
@@ -113,6 +160,12 @@ class _EmbeddedQueue(_RowsFirstQueue):
             self._notify_waiters()
         return queued
 
+    async def enqueue_with(self, job: Job, also: Callable[[Pipeline], None]) -> bool:
+        queued = await super().enqueue_with(job, also)
+        if queued:
+            self._notify_waiters()
+        return queued
+
     async def _retry(self, job: Job, error: str | None) -> None:
         await super()._retry(job, error)
         self._notify_waiters()
@@ -143,7 +196,7 @@ class TaskQueue:
         spec = spec_for(kind)
         return Job(
             function=JOB_FUNCTION,
-            kwargs={"task_id": str(task_id)},
+            kwargs={"task_id": str(task_id), "kind": kind},
             key=str(task_id),
             timeout=int(spec.timeout) + SAQ_TIMEOUT_MARGIN,
             # Dead-worker recovery is the sweeper's, from the lease on the row: two recovery
@@ -158,6 +211,13 @@ class TaskQueue:
     async def enqueue(self, task_id: uuid.UUID, kind: str) -> bool:
         """True when a job was queued, False when one for this task is already pending."""
         return await self.saq.enqueue(self.job_for(task_id, kind)) is not None
+
+    async def enqueue_with(
+        self, task_id: uuid.UUID, kind: str, also: Callable[[Pipeline], None]
+    ) -> bool:
+        """Like ``enqueue``, sending what ``also`` queues on the pipeline in the same round
+        trip (the task's event: Redis must then be the one the events go to)."""
+        return await self.saq.enqueue_with(self.job_for(task_id, kind), also)
 
     async def enqueue_front(self, task_id: uuid.UUID, kind: str) -> bool:
         """Like ``enqueue``, but ahead of all waiting work: for recovered tasks, which have

@@ -58,11 +58,17 @@ async def create_task(
 
     async def enqueue() -> None:
         # If Redis is down right now the row stays queued and the sweeper enqueues it later.
+        same_redis = queue.saq.redis is redis
         try:
-            await queue.enqueue(task.id, kind)
+            if same_redis:
+                # The job and the "queued" event in one round trip.
+                await queue.enqueue_with(task.id, kind, lambda pipe: events.stage(pipe, task))
+            else:
+                await queue.enqueue(task.id, kind)
         except Exception as exc:  # noqa: BLE001 - any enqueue failure is repaired by the sweeper
             log.warning("enqueue_failed", task_id=str(task.id), error=str(exc))
-        await events.publish(redis, task)
+        if not same_redis:
+            await events.publish(redis, task)
 
     on_commit(session, enqueue)
     return task

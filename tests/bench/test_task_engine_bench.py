@@ -14,7 +14,8 @@ event received, every task succeeded); timings are measured, never asserted.
 2. Throughput: ``test.noop`` tasks created with the task service (row, commit, enqueue after
    commit) and run by 1 and 2 ``atelier worker`` processes, from the first create until the last
    row has succeeded (median of a few runs). Reference: bare saq enqueue→complete with one
-   in-process saq worker. Also reported: CPU per task in each process involved (Linux /proc).
+   in-process saq worker, run by run alternating with ours; the ratio is the median of the
+   pairs'. Also reported: CPU per task in each process involved (Linux /proc).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -606,11 +607,14 @@ async def run_tasks(
     return Throughput(count, last - started, created - started, cpu)
 
 
-async def saq_reference_throughput(
-    redis: Redis, count: int, warmup: int, cpu_groups: CpuGroups
-) -> Series:
-    """Bare saq: enqueue a no-op function ``count`` times, one in-process worker with the same
-    concurrency and timers as ours, until the last job is complete."""
+ReferenceBatch = Callable[[int], Awaitable[Throughput]]
+
+
+@asynccontextmanager
+async def saq_reference(redis: Redis, cpu_groups: CpuGroups) -> AsyncIterator[ReferenceBatch]:
+    """Bare saq: ``batch(n)`` enqueues a no-op function ``n`` times and times it until the last
+    job is complete, on one in-process worker with the same concurrency and timers as ours.
+    The worker idles on its own queue between batches, so batches can alternate with ours."""
     queue = RedisQueue(redis, name=f"bench-reference-{uuid.uuid4().hex[:8]}")
     completed: dict[str, float] = {}
 
@@ -656,14 +660,24 @@ async def saq_reference_throughput(
         return Throughput(size, finished - started, created - started, cpu)
 
     try:
-        await batch(warmup)
-        return Series([await batch(count) for _ in range(REPEATS)])
+        await batch(TASK_WARMUP)
+        yield batch
     finally:
         await worker.stop()
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
         await queue.disconnect()
+
+
+def paired_ratios(subject: Series, reference: Series) -> Series:
+    """Each subject run ÷ the reference run just before it, as a series (median, spread)."""
+    return Series(
+        [
+            Throughput(1, ref.per_second / run.per_second, 0.0)
+            for run, ref in zip(subject.runs, reference.runs, strict=True)
+        ]
+    )
 
 
 async def test_empty_task_throughput(
@@ -681,12 +695,6 @@ async def test_empty_task_throughput(
             "redis": [redis_server.proc.pid],
         }
 
-    reference = await saq_reference_throughput(redis, TASKS, TASK_WARMUP, servers)
-    bench.line(
-        f"BENCH saq_reference tasks={TASKS} concurrency={WORKER_CONCURRENCY} in_process=1 "
-        f"repeats={REPEATS} tasks_per_s={reference.per_second:.0f} "
-        f"range={reference.spread} cpu_ms_per_task: {reference.cpu_line(['self', 'redis'])}"
-    )
     engine = settings.model_copy(
         update={
             "task_modules": ENGINE_SETTINGS["task_modules"],
@@ -698,57 +706,69 @@ async def test_empty_task_throughput(
         user = await create_user(session, email=unique_email("bench"), password=PASSWORD)
         await commit(session)
 
-    results: list[tuple[int, Series]] = []
+    # (processes, ours, bare saq's runs alternating with ours, ours ÷ saq per pair)
+    results: list[tuple[int, Series, Series, Series]] = []
     finished = Finished()
-    async with tap_events(redis_server.url, finished):
+    async with tap_events(redis_server.url, finished), saq_reference(redis, servers) as saq:
         for processes in WORKER_PROCESS_COUNTS:
             workers = await start_workers(engine, processes, tmp_path)
 
             def groups(workers: list[WorkerProcess] = workers) -> dict[str, list[int]]:
                 return {"workers": [w.proc.pid for w in workers], **servers()}
 
+            ours: list[Throughput] = []
+            theirs: list[Throughput] = []
             try:
                 await run_tasks(resources, finished, user.id, TASK_WARMUP, groups)
-                measured = Series(
-                    [
-                        await run_tasks(resources, finished, user.id, TASKS, groups)
-                        for _ in range(REPEATS)
-                    ]
-                )
+                for _ in range(REPEATS):
+                    # Alternating, so that a busy spell on the shared machine hits both sides.
+                    theirs.append(await saq(TASKS))
+                    ours.append(await run_tasks(resources, finished, user.id, TASKS, groups))
             finally:
                 await stop_workers(workers)
-            results.append((processes, measured))
+            measured, reference = Series(ours), Series(theirs)
+            ratio = paired_ratios(measured, reference)
+            results.append((processes, measured, reference, ratio))
+            bench.line(
+                f"BENCH saq_reference tasks={TASKS} concurrency={WORKER_CONCURRENCY} in_process=1 "
+                f"repeats={REPEATS} tasks_per_s={reference.per_second:.0f} "
+                f"range={reference.spread} cpu_ms_per_task: {reference.cpu_line(['self', 'redis'])}"
+            )
             bench.line(
                 f"BENCH task_throughput processes={processes} concurrency={WORKER_CONCURRENCY} "
                 f"tasks={TASKS} repeats={REPEATS} tasks_per_s={measured.per_second:.0f} "
                 f"range={measured.spread} create_s={measured.create_seconds:.2f} "
-                f"ratio_vs_saq={measured.per_second / reference.per_second:.2f} "
+                f"ratio_vs_saq={ratio.per_second:.2f} ratio_range={ratio_spread(ratio)} "
                 f"cpu_ms_per_task: {measured.cpu_line(['self', 'workers', 'postgres', 'redis'])}"
             )
 
     bench.line(
-        f"  (median of {REPEATS} runs of {TASKS} tasks; worker concurrency {WORKER_CONCURRENCY} "
-        f"per process; {CREATORS} concurrent creators in this process; CPU ms per task)"
+        f"  (median of {REPEATS} runs of {TASKS} tasks, each right after a bare saq run of as "
+        f"many jobs; ÷ bare saq is the median of the pairs' ratios; worker concurrency "
+        f"{WORKER_CONCURRENCY} per process; {CREATORS} concurrent creators in this process; "
+        "CPU ms per task)"
     )
     bench.line(
-        "  | runner | tasks/s (range) | ÷ bare saq | CPU: creator | workers | Postgres | Redis |"
+        "  | runner | tasks/s (range) | ÷ bare saq (range) | CPU: creator | workers | Postgres "
+        "| Redis |"
     )
     bench.line("  |---|---:|---:|---:|---:|---:|---:|")
-    bench.line(
-        f"  | bare saq, 1 in-process worker | {reference.per_second:.0f} ({reference.spread}) | 1 "
-        f"| {reference.cpu_ms_per_task('self'):.2f} (worker included) | | "
-        f"| {reference.cpu_ms_per_task('redis'):.2f} |"
-    )
-    for processes, measured in results:
-        ratio = measured.per_second / reference.per_second
+    for processes, measured, reference, ratio in results:
+        bench.line(
+            f"  | bare saq, 1 in-process worker (alongside {processes}) "
+            f"| {reference.per_second:.0f} ({reference.spread}) | 1 "
+            f"| {reference.cpu_ms_per_task('self'):.2f} (worker included) | | "
+            f"| {reference.cpu_ms_per_task('redis'):.2f} |"
+        )
         bench.line(
             f"  | {processes} × atelier worker | {measured.per_second:.0f} ({measured.spread}) "
-            f"| {ratio:.2f} | {measured.cpu_ms_per_task('self'):.2f} "
+            f"| {ratio.per_second:.2f} ({ratio_spread(ratio)}) "
+            f"| {measured.cpu_ms_per_task('self'):.2f} "
             f"| {measured.cpu_ms_per_task('workers'):.2f} "
             f"| {measured.cpu_ms_per_task('postgres'):.2f} "
             f"| {measured.cpu_ms_per_task('redis'):.2f} |"
         )
-    for processes, measured in results:
+    for processes, measured, reference, ratio in results:
         noun = "process" if processes == 1 else "processes"
         cpu = sum(
             measured.cpu_ms_per_task(name) for name in ("self", "workers", "postgres", "redis")
@@ -756,7 +776,13 @@ async def test_empty_task_throughput(
         bench.row(
             f"empty task end to end (row, enqueue after commit, run, row succeeded), "
             f"{processes} worker {noun} × concurrency {WORKER_CONCURRENCY}",
-            f"{measured.per_second:.0f} tasks/s (median of {REPEATS} × {TASKS}; "
+            f"{measured.per_second:.0f} tasks/s, {ratio.per_second:.2f}× bare saq "
+            f"({ratio_spread(ratio)}; median of {REPEATS} alternating pairs × {TASKS}; "
             f"{cpu:.1f} ms CPU per task in all processes; bare saq, 1 in-process worker: "
             f"{reference.per_second:.0f} jobs/s)",
         )
+
+
+def ratio_spread(ratio: Series) -> str:
+    values = sorted(run.per_second for run in ratio.runs)
+    return f"{values[0]:.2f}–{values[-1]:.2f}"
