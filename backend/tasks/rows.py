@@ -40,6 +40,11 @@ from backend.tasks.models import Task, TaskStatus
 RETRY_ON_DISCONNECT = 1
 
 
+def transition_pool(concurrency: int) -> tuple[int, int]:
+    """(pool size, overflow) of a worker's own transition pool: infra/README.md's budget."""
+    return max(1, concurrency // 2), concurrency
+
+
 class TransitionStore:
     def __init__(self, db: Database, *, size: int, own_pool: bool = True) -> None:
         self._engine: AsyncEngine | None = None
@@ -47,11 +52,12 @@ class TransitionStore:
         url = make_url(db.url)
         owns_engine = isinstance(db.sessionmaker.kw.get("bind"), AsyncEngine)
         if own_pool and owns_engine and url.get_driver_name() == "asyncpg":
+            pool_size, max_overflow = transition_pool(size)
             self._engine = create_async_engine(
                 db.url,
                 isolation_level="AUTOCOMMIT",
-                pool_size=max(1, size // 2),
-                max_overflow=size,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
                 pool_timeout=POOL_TIMEOUT_SECONDS,
                 connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
             )

@@ -16,6 +16,7 @@ import yaml  # type: ignore[import-untyped,unused-ignore]
 from backend.config import Settings
 from backend.core.db import create_engine
 from backend.ops.router import READY_CHECK_TIMEOUT_SECONDS
+from backend.tasks.rows import transition_pool
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -328,12 +329,21 @@ def test_connection_budget_fits_the_database(build: dict[str, Any]) -> None:
     (api,) = service["spec"]["template"]["spec"]["containers"]
     (worker,) = workers["spec"]["template"]["spec"]["containers"]
     per_api, per_worker = _pool(api), _pool(worker)
+    # A worker also holds its own pool for task transitions, sized by its concurrency.
+    worker_env = _env(worker)
+    default = Settings.model_fields["worker_concurrency"].default
+    concurrency = int(worker_env.get("ATELIER_WORKER_CONCURRENCY", {}).get("value", default))
+    transitions = sum(transition_pool(concurrency))
+    per_worker += transitions
     total = api_instances * per_api + worker_instances * per_worker + 1  # + the migrate job
     assert total <= DATABASE_CONNECTIONS, total
     readme = (INFRA / "README.md").read_text()
     # The arithmetic in the walk-through is the one the YAML gives.
     assert f"| {api_instances} | 5 + 2 | {api_instances * per_api} |" in readme
-    assert f"| {worker_instances} | 5 + 2 | {worker_instances * per_worker} |" in readme
+    assert (
+        f"| {worker_instances} | 5 + 2 + {transitions} | {worker_instances * per_worker} |"
+        in readme
+    )
     assert f"**{total} ≤ {DATABASE_CONNECTIONS}**" in readme
 
 
