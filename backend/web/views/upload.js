@@ -10,7 +10,8 @@ const MAX_AUTO_RETRIES = 40; // ~10 minutes of backoff at most, then the row wai
 const DONE_ROW_MS = 4000; // finished rows stay this long, then clear
 const TRANSIENT = new Set([502, 503, 504]);
 
-/** Limits and sizes in people's words: 26214400 bytes → "25 MB", 50000000 pixels → "50 MP". */
+/** Limits and sizes in people's words: 26214400 bytes → "25 MB", 50000000 pixels → "50 MP".
+ * The API says it so itself now; failed images recorded before that still carry raw numbers. */
 export function humanize(text) {
   return String(text)
     .replace(/\b(\d{7,})\s*bytes\b/g, (_, n) => `${+(Number(n) / 1024 ** 2).toFixed(1)} MB`)
