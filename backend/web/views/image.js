@@ -396,6 +396,17 @@ export function imageView(id) {
     function syncEmpty() { emptyHistory.hidden = history.children.length > 0; }
     sketches.items.forEach((s) => addToHistory(s, false));
     syncEmpty();
+    // Rows still being made get their thumbnail from the task's event; a slow poll covers an
+    // event that went by before this page listened (it finished while the list was loading).
+    const watchdog = setInterval(async () => {
+      if (!main.contains(history)) return clearInterval(watchdog);
+      for (const li of history.querySelectorAll('li:not([data-status="ready"]):not([data-status="failed"])')) {
+        try {
+          const s = await api(`/api/sketch/${li.dataset.id}`);
+          if (s.status !== li.dataset.status) addToHistory(s, false);
+        } catch { /* deleted meanwhile */ }
+      }
+    }, 4000);
 
     fill(main,
       h("p", h("a", { href: "#/gallery" }, "← Gallery")),
