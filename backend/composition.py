@@ -12,6 +12,8 @@ from redis.asyncio import Redis
 
 from backend.ai.deps import PROVIDERS
 from backend.ai.providers.base import Provider, ProviderSettings, build_providers
+from backend.auth.deps import SESSIONS
+from backend.auth.sessions import SessionCache
 from backend.config import Settings
 from backend.core.db import Database
 from backend.core.resources import Resources
@@ -35,6 +37,11 @@ class AppResources(Resources):
         self.provide(QUEUE, self._build_queue)
         self.provide(PROVIDERS, self._build_providers, close=_close_providers)
         self.provide(HUB, lambda: Hub(self.redis), close=Hub.close)
+        self.provide(
+            SESSIONS,
+            lambda: SessionCache(self.redis, ttl=settings.session_cache_seconds),
+            close=SessionCache.close,
+        )
 
     def _build_queue(self) -> TaskQueue:
         return TaskQueue(

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
 
     access_token_ttl_seconds: int = Field(default=900, ge=30)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    # How long an instance may answer a cookie's session from memory (backend/auth/sessions.py);
+    # revocations reach every instance over Redis at once, this bounds one that was missed. 0: off.
+    session_cache_seconds: float = Field(default=10.0, ge=0, le=300)
     login_max_failures_per_email: int = Field(default=5, ge=1)
     login_max_failures_per_ip: int = Field(default=30, ge=1)
     login_failure_window_seconds: int = Field(default=900, ge=1)

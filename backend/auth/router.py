@@ -7,7 +7,14 @@ from fastapi import APIRouter, Cookie, Query, Request, Response, status
 
 from backend.auth import service
 from backend.auth.csrf import CSRF_COOKIE, verify_csrf
-from backend.auth.deps import ACCESS_COOKIE, REFRESH_COOKIE, AdminUser, CurrentUser
+from backend.auth.deps import (
+    ACCESS_COOKIE,
+    REFRESH_COOKIE,
+    AdminUser,
+    CurrentPrincipal,
+    CurrentUser,
+    Revocations,
+)
 from backend.auth.models import User
 from backend.auth.schemas import (
     AdminUserOut,
@@ -19,6 +26,7 @@ from backend.auth.schemas import (
     RegisterIn,
     UserOut,
 )
+from backend.auth.sessions import Principal
 from backend.auth.tokens import (
     InvalidToken,
     create_access_token,
@@ -156,11 +164,12 @@ async def refresh(
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
+    notify: Revocations,
     refresh_token: Annotated[str | None, Cookie(alias=REFRESH_COOKIE)] = None,
 ) -> User:
     row = await service.find_refresh(session, refresh_token)
     verify_csrf(request, session_id=row.session_id, secret=settings.secret)
-    user, issued = await service.rotate_refresh(session, settings, row=row)
+    user, issued = await service.rotate_refresh(session, settings, row=row, notify=notify)
     _set_session_cookies(
         response,
         settings,
@@ -176,6 +185,7 @@ async def logout(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
+    notify: Revocations,
     refresh_token: Annotated[str | None, Cookie(alias=REFRESH_COOKIE)] = None,
     access_token: Annotated[str | None, Cookie(alias=ACCESS_COOKIE)] = None,
 ) -> Response:
@@ -196,14 +206,14 @@ async def logout(
             session_id = None
     if session_id is not None:
         verify_csrf(request, session_id=session_id, secret=settings.secret)
-        await service.revoke_session(session, session_id, reason="logout")
+        await service.revoke_session(session, session_id, reason="logout", notify=notify)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     _clear_session_cookies(response, settings)
     return response
 
 
 @router.get("/me", response_model=UserOut, responses=problem_responses(401))
-async def me(user: CurrentUser) -> User:
+async def me(user: CurrentPrincipal) -> Principal:
     return user
 
 
@@ -260,8 +270,17 @@ async def admin_list_users(
     "/users/{user_id}", response_model=AdminUserOut, responses=problem_responses(404, 409, 422)
 )
 async def admin_update_user(
-    user_id: uuid.UUID, body: AdminUserPatch, admin: AdminUser, session: SessionDep
+    user_id: uuid.UUID,
+    body: AdminUserPatch,
+    admin: AdminUser,
+    session: SessionDep,
+    notify: Revocations,
 ) -> User:
     return await service.update_user(
-        session, actor=admin, user_id=user_id, role=body.role, disabled=body.disabled
+        session,
+        actor=admin,
+        user_id=user_id,
+        role=body.role,
+        disabled=body.disabled,
+        notify=notify,
     )

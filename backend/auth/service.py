@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from redis.asyncio import Redis
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from backend.auth.models import ApiKey, AuthSession, RefreshToken, Role, User
 from backend.auth.passwords import hash_password, verify_password
+from backend.auth.sessions import Principal
 from backend.auth.tokens import new_api_key, new_refresh_token, sha256_hex
 from backend.config import Settings
 from backend.core import ratelimit
-from backend.core.db import utcnow
+from backend.core.db import commit, on_commit, utcnow
 from backend.core.errors import (
     AppError,
     Conflict,
@@ -54,6 +56,28 @@ class InvalidApiKey(Unauthorized):
 
 class SessionRevoked(Unauthorized):
     code = "auth.session_revoked"
+
+
+# Told, once the transaction has committed, which sessions ended and which users changed, so
+# instances that cache live sessions (``backend.auth.sessions``) stop honouring them.
+Revoked = Callable[..., Awaitable[None]]
+
+
+def _notify_after_commit(
+    session: AsyncSession,
+    notify: Revoked | None,
+    *,
+    sessions: Iterable[uuid.UUID] = (),
+    users: Iterable[uuid.UUID] = (),
+) -> None:
+    if notify is None:
+        return
+    ended, changed = list(sessions), list(users)
+
+    async def tell() -> None:
+        await notify(sessions=ended, users=changed)
+
+    on_commit(session, tell)
 
 
 def normalize_email(email: str) -> str:
@@ -194,16 +218,19 @@ async def find_refresh(session: AsyncSession, token: str | None) -> RefreshToken
     return row
 
 
-async def revoke_session(session: AsyncSession, session_id: uuid.UUID, *, reason: str) -> None:
+async def revoke_session(
+    session: AsyncSession, session_id: uuid.UUID, *, reason: str, notify: Revoked | None = None
+) -> None:
     await session.execute(
         update(AuthSession)
         .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
         .values(revoked_at=utcnow(), revoked_reason=reason)
     )
+    _notify_after_commit(session, notify, sessions=[session_id])
 
 
 async def rotate_refresh(
-    session: AsyncSession, settings: Settings, *, row: RefreshToken
+    session: AsyncSession, settings: Settings, *, row: RefreshToken, notify: Revoked | None = None
 ) -> tuple[User, IssuedSession]:
     """Swap a refresh token for a new one; presenting a used one revokes the whole family."""
     auth_session = await session.get(AuthSession, row.session_id)
@@ -218,9 +245,9 @@ async def rotate_refresh(
         .values(used_at=now)
     )
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        await revoke_session(session, auth_session.id, reason="refresh_reused")
+        await revoke_session(session, auth_session.id, reason="refresh_reused", notify=notify)
         # Committed despite the error answer: the revocation is the point of detecting reuse.
-        await session.commit()
+        await commit(session)
         raise RefreshReused("This refresh token was already used; the session has been revoked.")
     if row.expires_at <= now:
         raise InvalidRefresh("The refresh token has expired; sign in again.")
@@ -256,6 +283,41 @@ async def resolve_access(
     if user.disabled:
         raise UserDisabled("This account is disabled.")
     return user
+
+
+_LIVE_PRINCIPAL = (
+    select(
+        User.id,
+        User.email,
+        User.display_name,
+        User.role,
+        User.created_at,
+        User.disabled,
+        AuthSession.revoked_at,
+    )
+    .join(AuthSession, AuthSession.user_id == User.id)
+    .where(User.id == bindparam("user_id"), AuthSession.id == bindparam("session_id"))
+)
+
+
+async def resolve_principal(
+    conn: AsyncConnection, *, user_id: uuid.UUID, session_id: uuid.UUID
+) -> Principal:
+    """``resolve_access`` as plain columns on a connection, for callers that need no ORM user."""
+    row = (
+        await conn.execute(_LIVE_PRINCIPAL, {"user_id": user_id, "session_id": session_id})
+    ).first()
+    if row is None:
+        raise Unauthorized("Sign in to continue.")
+    if row.revoked_at is not None:
+        raise SessionRevoked("This session has ended; sign in again.")
+    if row.disabled:
+        raise UserDisabled("This account is disabled.")
+    return Principal(row.id, row.email, row.display_name, row.role, row.created_at)
+
+
+def principal_of(user: User) -> Principal:
+    return Principal(user.id, user.email, user.display_name, user.role, user.created_at)
 
 
 async def resolve_api_key(session: AsyncSession, key: str) -> User:
@@ -337,6 +399,7 @@ async def update_user(
     user_id: uuid.UUID,
     role: Role | None,
     disabled: bool | None,
+    notify: Revoked | None = None,
 ) -> User:
     user = await session.get(User, user_id)
     if user is None:
@@ -357,11 +420,18 @@ async def update_user(
                 .values(revoked_at=utcnow(), revoked_reason="user_disabled")
             )
     await session.flush()
+    # Cached sessions carry the role and stand for an enabled user: both must be re-read.
+    _notify_after_commit(session, notify, users=[user.id])
     return user
 
 
 async def ensure_admin(
-    session: AsyncSession, *, email: str, password: str | None, reset_password: bool = False
+    session: AsyncSession,
+    *,
+    email: str,
+    password: str | None,
+    reset_password: bool = False,
+    notify: Revoked | None = None,
 ) -> tuple[User, str]:
     """Make ``email`` an admin: ``created``, ``promoted`` (its password untouched) or, only when
     asked, ``reset`` (new password, every sign-in session of the account revoked)."""
@@ -385,6 +455,7 @@ async def ensure_admin(
     existing.role = Role.admin
     existing.disabled = False
     await session.flush()
+    _notify_after_commit(session, notify, users=[existing.id])
     return existing, "reset" if reset_password else "promoted"
 
 

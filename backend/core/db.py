@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -192,20 +193,30 @@ class Database:
     ) -> None:
         self.url = url
         self._owned_engine: AsyncEngine | None = None
+        self._bind = bind
         if bind is None:
             self._owned_engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
             self.sessionmaker = async_sessionmaker(self._owned_engine, expire_on_commit=False)
             # For requests of safe methods (GET, HEAD): each statement commits by itself, which
             # spares the BEGIN and COMMIT round trips around what is a read or two. Same pool.
-            self.read_sessionmaker = async_sessionmaker(
-                self._owned_engine.execution_options(isolation_level="AUTOCOMMIT"),
-                expire_on_commit=False,
-            )
+            self._read_engine = self._owned_engine.execution_options(isolation_level="AUTOCOMMIT")
+            self.read_sessionmaker = async_sessionmaker(self._read_engine, expire_on_commit=False)
         else:
             self.sessionmaker = async_sessionmaker(
                 bind, expire_on_commit=False, join_transaction_mode="create_savepoint"
             )
             self.read_sessionmaker = self.sessionmaker
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection for a read or two in autocommit, without an ORM session (whose
+        setup and result machinery cost more than a short read). Held only inside the block,
+        so a request does not keep a connection while it encodes its answer."""
+        if self._bind is not None:
+            yield self._bind
+            return
+        async with self._read_engine.connect() as conn:
+            yield conn
 
     async def ping(self) -> None:
         async with self.sessionmaker() as session:

@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse
 from pydantic_core import to_json
 from starlette.datastructures import UploadFile
 
-from backend.auth.deps import CurrentUser
+from backend.auth.deps import CurrentPrincipal, CurrentUser
 from backend.auth.models import Role
 from backend.core import ratelimit
 from backend.core.db import SessionDep
@@ -200,7 +200,7 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
         ) from None
 
 
-def image_filters(
+async def image_filters(
     status_filter: Annotated[ImageStatus | None, Query(alias="status")] = None,
     source: Annotated[ImageSource | None, Query(description="Where images came from")] = None,
     q: Annotated[
@@ -237,15 +237,16 @@ def image_filters(
 
 @router.get("/api/images", response_model=ImagePage, responses=problem_responses(422))
 async def list_images(
-    user: CurrentUser,
-    session: SessionDep,
+    user: CurrentPrincipal,
+    resources: ResourcesDep,
     page: PageDep,
     filters: Annotated[service.ImageFilters, Depends(image_filters)],
 ) -> Response:
     """Own images, newest first, narrowed by the filters; ``total`` counts every match."""
-    items, cursor, total = await service.list_images(
-        session, user_id=user.id, page=page, filters=filters
-    )
+    async with resources.db.reader() as conn:
+        items, cursor, total = await service.list_images(
+            conn, user_id=user.id, page=page, filters=filters
+        )
     # Encoded as built: ImagePage (declared above) documents it; validating 20 images again
     # would cost more than reading them.
     body = {"items": items, "next_cursor": cursor, "total": total}
