@@ -6,6 +6,7 @@ decides which.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -194,6 +195,11 @@ class Database:
         self.url = url
         self._owned_engine: AsyncEngine | None = None
         self._bind = bind
+        # Short reads wait for one of the pool's connections rather than open an overflow one:
+        # an overflow connection is closed again at check-in whenever the pool is full, so a
+        # busy instance reconnected (TLS attempt, authentication) for a fraction of its reads.
+        # Holders only run a statement or two, so the wait is short; writers keep the overflow.
+        self._read_slots = asyncio.Semaphore(pool_size)
         if bind is None:
             self._owned_engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
             self.sessionmaker = async_sessionmaker(self._owned_engine, expire_on_commit=False)
@@ -215,7 +221,7 @@ class Database:
         if self._bind is not None:
             yield self._bind
             return
-        async with self._read_engine.connect() as conn:
+        async with self._read_slots, self._read_engine.connect() as conn:
             yield conn
 
     async def ping(self) -> None:

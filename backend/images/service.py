@@ -11,7 +11,18 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from sqlalchemy import BindParameter, Integer, Select, and_, bindparam, func, or_, select
+from sqlalchemy import (
+    BindParameter,
+    Integer,
+    Select,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from backend.auth.models import User
@@ -477,8 +488,10 @@ class ImageFilters:
 
 
 # The columns a listing shows, read as plain rows: building ORM objects and then a validated
-# model for each of a page's images cost more than the query itself.
-_LISTED = (
+# model for each of a page's images cost more than the query itself. The two JSON columns come
+# as their text: the listing only asks whether there are thumbnails, and pydantic reads the
+# EXIF straight from JSON, so neither is decoded into Python objects first.
+_LISTED: tuple[Any, ...] = (
     Image.id,
     Image.original_name,
     Image.status,
@@ -497,38 +510,64 @@ _LISTED = (
     Blob.height,
     Blob.format,
     Blob.size_bytes.label("blob_size_bytes"),
-    Blob.exif,
-    Blob.thumbnails,
+    cast(Blob.exif, Text).label("exif"),
+    cast(Blob.thumbnails, Text).label("thumbnails"),
 )
+# A JSON column's text for "nothing": SQL NULL, JSON null, or an empty object.
+_EMPTY_JSON = frozenset({"null", "{}", ""})
 
 
 def _listed_json(row: Any) -> dict[str, Any]:
     """``to_out`` of a listed row, as the JSON-ready dict of ``ImageOut``'s fields."""
-    has_blob = row.blob_id is not None
+    (
+        image_id,
+        original_name,
+        status,
+        error,
+        error_code,
+        size_bytes,
+        caption,
+        caption_model,
+        source,
+        parent_id,
+        created_at,
+        processed_at,
+        blob_id,
+        sha256,
+        width,
+        height,
+        fmt,
+        blob_size_bytes,
+        exif,
+        thumbnail_keys,
+    ) = row[:20]
+    has_blob = blob_id is not None
     thumbnails = None
-    if has_blob and row.thumbnails:
-        base = f"/api/images/{row.id}/thumbnails"
+    if has_blob and thumbnail_keys is not None and thumbnail_keys.strip() not in _EMPTY_JSON:
+        base = f"/api/images/{image_id}/thumbnails"
         thumbnails = {"small": f"{base}/small", "medium": f"{base}/medium"}
     return {
-        "id": row.id,
-        "original_name": row.original_name,
-        "status": row.status,
-        "error": row.error,
-        "error_code": row.error_code,
-        "sha256": row.sha256,
-        "width": row.width,
-        "height": row.height,
-        "format": row.format,
-        "size_bytes": row.blob_size_bytes if has_blob else row.size_bytes,
-        "exif": Exif.model_validate(row.exif) if has_blob and row.exif else None,
-        "caption": row.caption,
-        "caption_model": row.caption_model,
+        "id": image_id,
+        "original_name": original_name,
+        "status": status,
+        "error": error,
+        "error_code": error_code,
+        "sha256": sha256,
+        "width": width,
+        "height": height,
+        "format": fmt,
+        "size_bytes": blob_size_bytes if has_blob else size_bytes,
+        "exif": Exif.model_validate_json(exif)
+        if has_blob and exif is not None and exif.strip() not in _EMPTY_JSON
+        else None,
+        "caption": caption,
+        "caption_model": caption_model,
         "thumbnails": thumbnails,
-        "delivery": _links_of(row.id, row.status, has_blob),
-        "source": row.source,
-        "parent_id": row.parent_id,
-        "created_at": row.created_at,
-        "processed_at": row.processed_at,
+        "delivery": _links_of(image_id, status, has_blob),
+        "source": source,
+        "parent_id": parent_id,
+        "created_at": created_at,
+        "processed_at": processed_at,
     }
 
 
@@ -574,8 +613,7 @@ async def list_images(
         values: dict[str, Any] = {"user_id": user_id, "limit": page.limit + 1}
         if page.cursor:
             values["after_at"], values["after_id"] = decode_cursor(page.cursor)
-        stmt = _unfiltered_page(bool(page.cursor))
-        found = (await conn.execute(stmt, values)).all()
+        found = list((await conn.execute(_unfiltered_page(bool(page.cursor)), values)).all())
         if found:
             total = found[0].total
         elif page.cursor:
@@ -597,12 +635,12 @@ async def list_images(
     if filters.created_before is not None:
         where.append(Image.created_at < filters.created_before)
     count = select(func.count()).select_from(Image).where(*where)
-    stmt = (
+    stmt: Select[Any] = (
         select(*_LISTED, count.scalar_subquery().label("total"))
         .outerjoin(Blob, Blob.id == Image.blob_id)
         .where(*where)
     )
-    found = (await conn.execute(newest_first(stmt, Image.created_at, Image.id, page))).all()
+    found = list((await conn.execute(newest_first(stmt, Image.created_at, Image.id, page))).all())
     if found:
         total = found[0].total
     elif page.cursor:
