@@ -137,6 +137,17 @@ async def _create_admin_async(email: str, *, reset_password: bool) -> str:
                 session, email=email, password=password, reset_password=reset_password
             )
             await session.commit()
+        # API instances cache live sessions: tell them the account changed (ended sessions, role).
+        redis_url = get_settings().redis_url
+        if redis_url:
+            from backend.auth.sessions import publish_revocation
+            from backend.core.redis import create_redis
+
+            redis = create_redis(redis_url)
+            try:
+                await publish_revocation(redis, users=[user.id])
+            finally:
+                await redis.aclose()
     except AppError as exc:
         raise _CliError(exc.detail or exc.code) from None
     except (SQLAlchemyError, OSError) as exc:
