@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -28,9 +28,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from backend.auth.models import User
 from backend.config import Settings
-from backend.core.db import commit, insert_ignoring_conflict, on_commit, seconds_between, utcnow
+from backend.core.db import (
+    commit,
+    fetch_tuples,
+    insert_ignoring_conflict,
+    on_commit,
+    seconds_between,
+    utcnow,
+)
 from backend.core.errors import AppError, Conflict, NotFound
-from backend.core.pagination import PageParams, decode_cursor, make_page, newest_first
+from backend.core.pagination import (
+    PageParams,
+    decode_cursor,
+    encode_cursor,
+    make_page,
+    newest_first,
+)
 from backend.core.pixels import run_pixels
 from backend.core.resources import Resources
 from backend.images.metadata import Metadata, extract
@@ -514,6 +527,7 @@ _LISTED: tuple[Any, ...] = (
     cast(Blob.exif, Text).label("exif"),
     cast(Blob.thumbnails, Text).label("thumbnails"),
 )
+_ID, _STATUS, _CREATED_AT, _BLOB_ID, _TOTAL = 0, 2, 10, 12, 20
 # A JSON column's text for "nothing": SQL NULL, JSON null, or an empty object.
 _EMPTY_JSON = frozenset({"null", "{}", ""})
 
@@ -557,8 +571,9 @@ def _listed_json(row: Any) -> dict[str, Any]:
     return {
         "id": image_id,
         "original_name": original_name,
-        # The plain string: encoding a str enum by inference cost ~1 µs per value and image.
-        "status": status.value,
+        # The plain string (the driver's own read gives one): encoding a str enum by inference
+        # cost ~1 µs per value and image.
+        "status": str(status),
         "error": error,
         "error_code": error_code,
         "sha256": sha256,
@@ -600,7 +615,7 @@ def _listed_item(row: Any) -> bytes:
         _ITEM_JSON[key] = head
     # Links depend on this process's signing settings, not on the row: looked up each time
     # (the delivery feature remembers them per image).
-    links = _links_of(row[0], row[2], row[12] is not None)
+    links = _links_of(row[_ID], ImageStatus(row[_STATUS]), row[_BLOB_ID] is not None)
     return head + b',"delivery":' + to_json(links) + b"}"
 
 
@@ -645,16 +660,21 @@ async def list_images(
         # The gallery's usual request: a statement built once, with only its values bound.
         values: dict[str, Any] = {"user_id": user_id, "limit": page.limit + 1}
         if page.cursor:
-            values["after_at"], values["after_id"] = decode_cursor(page.cursor)
-        found = list((await conn.execute(_unfiltered_page(bool(page.cursor)), values)).all())
+            after_at, values["after_id"] = decode_cursor(page.cursor)
+            # Bound as the driver takes it (fetch_tuples skips the UTC column's own conversion).
+            values["after_at"] = after_at.astimezone(UTC)
+        found = await fetch_tuples(conn, _unfiltered_page(bool(page.cursor)), values)
         if found:
-            total = found[0].total
+            total = found[0][_TOTAL]
         elif page.cursor:
             total = await conn.scalar(_COUNT_ALL, {"user_id": user_id}) or 0
         else:
             total = 0
-        rows, cursor = make_page(found, page)
-        return [_listed_item(row) for row in rows], cursor, total
+        cursor = None
+        if len(found) > page.limit:
+            del found[page.limit :]
+            cursor = encode_cursor(found[-1][_CREATED_AT], found[-1][_ID])
+        return [_listed_item(row) for row in found], cursor, total
     where = [Image.user_id == user_id]
     if filters.status is not None:
         where.append(Image.status == filters.status)
@@ -673,15 +693,15 @@ async def list_images(
         .outerjoin(Blob, Blob.id == Image.blob_id)
         .where(*where)
     )
-    found = list((await conn.execute(newest_first(stmt, Image.created_at, Image.id, page))).all())
-    if found:
-        total = found[0].total
+    matched = list((await conn.execute(newest_first(stmt, Image.created_at, Image.id, page))).all())
+    if matched:
+        total = matched[0].total
     elif page.cursor:
         # Past the last page there is no row to carry the count.
         total = await conn.scalar(count) or 0
     else:
         total = 0
-    rows, cursor = make_page(found, page)
+    rows, cursor = make_page(matched, page)
     return [_listed_item(row) for row in rows], cursor, total
 
 

@@ -1,0 +1,37 @@
+"""``fetch_tuples`` runs a read on the asyncpg driver directly: its rows must carry the same
+values as SQLAlchemy's own execution of the statement (a page of the image listing here)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC
+
+from backend.auth.models import User
+from backend.core.db import Database, fetch_tuples
+from backend.images.service import _unfiltered_page
+from tests.bench.test_request_bench import add_images
+
+
+async def test_driver_rows_match_sqlalchemys(committed_database: Database) -> None:
+    db = committed_database
+    async with db.sessionmaker() as session:
+        user = User(email=f"{uuid.uuid4().hex}@example.com", password_hash="x")
+        session.add(user)
+        await session.commit()
+    await add_images(db, user.id, 5)
+    async with db.reader() as conn:
+        assert conn.dialect.driver == "asyncpg"
+        first = {"user_id": user.id, "limit": 4}
+        driver = await fetch_tuples(conn, _unfiltered_page(False), first)
+        orm = [tuple(row) for row in (await conn.execute(_unfiltered_page(False), first)).all()]
+        last = orm[-1]
+        after = {"user_id": user.id, "limit": 4, "after_at": last[10], "after_id": last[0]}
+        driver_after = await fetch_tuples(conn, _unfiltered_page(True), after)
+        orm_after = await conn.execute(_unfiltered_page(True), after)
+    assert len(driver) == 4
+    assert driver == orm  # str enums equal their strings, asyncpg's UUIDs equal uuid.UUID
+    assert all(
+        row[10].tzinfo is not None and row[10].utcoffset() == UTC.utcoffset(None) for row in driver
+    )
+    assert driver_after == [tuple(row) for row in orm_after.all()]
+    assert len(driver_after) == 1
