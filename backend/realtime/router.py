@@ -43,7 +43,15 @@ from backend.core.db import commit, utcnow
 from backend.core.errors import AppError, dependency_down
 from backend.core.resources import Resources
 from backend.realtime.deps import realtime_hub
-from backend.realtime.hub import RESYNC_FRAME, HubClosed, SlowConsumer, Subscription
+from backend.realtime.hub import (
+    RESYNC_FRAME,
+    HubClosed,
+    SlowConsumer,
+    Subscription,
+    send_directly,
+    write_directly,
+)
+from backend.realtime.transport import WRITE_EXTENSION
 from backend.tasks.events import cursor_for, parse_cursor, task_json
 from backend.tasks.service import active_tasks, changed_tasks
 
@@ -140,6 +148,9 @@ async def _forward(
     interval = resources.settings.ws_ping_seconds
     loop = asyncio.get_running_loop()
     send = websocket.send_text
+    # The server's shared-frame write when it offers one (``atelier serve`` does), else ASGI.
+    write = websocket.scope.get("extensions", {}).get(WRITE_EXTENSION)
+    direct = write_directly(write["write"]) if write else send_directly(send)
     # How far this socket is known to be current (``sub.position``): a resync snapshot resumes
     # from there, so a task that finished while the event subscription was down still arrives.
     sub.position = await _send_snapshot(
@@ -148,9 +159,9 @@ async def _forward(
     next_ping = loop.time() + interval
     while True:
         try:
-            # While this waits, the hub sends events through ``send`` itself (see Subscription).
+            # While this waits, the hub sends events through ``direct`` itself (Subscription).
             async with asyncio.timeout_at(next_ping):
-                frame = await sub.get(direct=send)
+                frame = await sub.get(direct=direct)
         except TimeoutError:
             await websocket.send_json({"type": "ping"})
             # From now, not from the missed slot: a stalled loop must not trigger a burst.

@@ -58,15 +58,27 @@ class Run:
     complete: int = 0
     progressed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def received(self, index: int, sent_ns: int, received_ns: int) -> None:
+    # The last receipt of each measured event (keyed by its send time, unique per event): the
+    # benchmark sets it against the server's own timestamps to show where the time goes.
+    last_ns: dict[int, int] = field(default_factory=dict)
+
+    def record(self, index: int, sent_ns: int, received_ns: int) -> bool:
+        """Count one frame; True when it completes its round on every socket."""
         if index >= self.warmup:
             self.latencies_us.append((received_ns - sent_ns) // 1000)
+            if received_ns > self.last_ns.get(sent_ns, 0):
+                self.last_ns[sent_ns] = received_ns
         count = self.counts.get(index, 0) + 1
         self.counts[index] = count
         if count == self.sockets:
             del self.counts[index]
             self.complete += 1
             self.progressed.set()
+            return True
+        return False
+
+    async def received(self, index: int, sent_ns: int, received_ns: int) -> None:
+        if self.record(index, sent_ns, received_ns):
             await self.redis.rpush(self.ack_key, b"1")
 
 
