@@ -10,7 +10,8 @@ transport, or answers False when the socket cannot take it now (its transport bu
 uvicorn's high-water mark, or the socket is closing), and the caller keeps the frame for the
 socket's own task, which sends it the ASGI way once it can. That bounds what one socket holds:
 the transport's buffer, then the hub's per-socket queue, past which the hub closes the socket
-(``SlowConsumer``, 1013).
+(``SlowConsumer``, 1013). ``abort()`` drops the connection without a closing handshake, for a
+client that does not read even its close frame (ASGI's close would wait for it forever).
 
 Compression (permessage-deflate) stays off: it would make each socket's frames differ (a
 per-connection deflate context) and cost each socket a compressor's memory, for task events of
@@ -43,7 +44,10 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         # compression configured a client may negotiate it, and frames would not be shareable.
         scope = getattr(self, "scope", None)
         if scope is not None and not self.config.ws_per_message_deflate:
-            scope["extensions"][WRITE_EXTENSION] = {"write": self.write_frame}
+            scope["extensions"][WRITE_EXTENSION] = {
+                "write": self.write_frame,
+                "abort": self.abort,
+            }
 
     def write_frame(self, frame: bytes) -> bool:
         """Write one encoded frame now; False if the socket cannot take it without waiting."""
@@ -58,6 +62,11 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
             return False
         self.transport.write(frame)
         return True
+
+    def abort(self) -> None:
+        """Drop the connection now, with whatever is still buffered for it."""
+        self.close_sent = True
+        self.transport.abort()
 
 
 # The WebSocket options of ``atelier serve``, also used by the live test server and the
