@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -33,36 +32,12 @@ from typing import Any
 import uvloop
 from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.frames import Frame, Opcode
-from websockets.protocol import Event
 
-# The same bookkeeping as the in-process latency bench's clients; only reading differs: a regex
-# on the raw frame, so 1,000 sockets' clients do not spend their CPU parsing JSON.
-from tests.bench.ws_clients import Run, raise_open_file_limit
+# The same clients as the in-process latency bench's, with targets of several users.
+from tests.bench.ws_clients import BenchConnection, Run, raise_open_file_limit
 
 OPEN_TIMEOUT = 60.0
 STALL_TIMEOUT = 30.0
-EVENT = re.compile(rb'"message":\s*"bench i=(\d+) t=(\d+)"')
-
-
-class BenchConnection(ClientConnection):
-    """Records benchmark frames as they are parsed; anything else goes the usual way."""
-
-    run: Run | None = None
-    acks: set[asyncio.Task[Any]]
-
-    def process_event(self, event: Event) -> None:
-        run = self.run
-        if run is not None and isinstance(event, Frame) and event.opcode is Opcode.TEXT:
-            received_ns = time.time_ns()
-            found = EVENT.search(event.data)
-            if found is not None:
-                if run.record(int(found.group(1)), int(found.group(2)), received_ns):
-                    ack = asyncio.ensure_future(run.redis.rpush(run.ack_key, b"1"))
-                    self.acks.add(ack)
-                    ack.add_done_callback(self.acks.discard)
-                return
-        super().process_event(event)
 
 
 async def open_socket(target: dict[str, Any]) -> BenchConnection:

@@ -139,9 +139,7 @@ async def test_events_take_the_frame_write_to_every_socket_of_the_user(
                 await redis.publish(CHANNEL, event(alice.id, n))
             await redis.publish(CHANNEL, event(bob.id, 99))
             for ws in (a1, a2):
-                assert [(await receive_event(ws))["task"]["n"] for _ in range(5)] == list(
-                    range(5)
-                )
+                assert [(await receive_event(ws))["task"]["n"] for _ in range(5)] == list(range(5))
             assert (await receive_event(b1))["task"]["n"] == 99
             # Bob's socket got only his event: the next frame it could see would be a ping.
             with pytest.raises(TimeoutError):
