@@ -11,8 +11,10 @@ waits until every socket has its frame (closed loop), so each figure is one roun
 
 Runs alternate between the reference and the subject, ``REPEATS`` times each; the figures are
 medians over runs with their range. Reported: per-frame latency p50/p99 (publish → receipt), the
-server process's CPU per delivered frame (Linux ``/proc``), and its full garbage collections
-during the rounds. On a shared 2-core machine absolute figures move with the load; compare the
+server process's CPU per delivered frame (Linux ``/proc``), its full garbage collections during
+the rounds, and where each event's time went: publish → the app has it (the servers timestamp
+that, and the end of their writes, see ``fanout_server``) → written → last frame parsed by a
+client. Both servers run the WebSocket options of ``atelier serve`` (compression off). On a shared 2-core machine absolute figures move with the load; compare the
 ratios. Sizes can be lowered for a quick look with ``BENCH_FANOUT_ROUNDS`` and
 ``BENCH_FANOUT_REPEATS``; ``BENCH_FANOUT_GC=default`` runs both servers without ``tune_gc``.
 """
@@ -300,16 +302,26 @@ def breakdown(stats: Path, runs: list[RunResult]) -> dict[str, list[float]]:
     """Per measured event (ms): publish → handed to the app (Redis, the app's loop, and any
     earlier event still being written), → its direct sends returned (the app writing 250
     frames), → its last frame parsed by a client (kernel, the client processes' own CPU)."""
-    parts: dict[str, list[float]] = {"to_app": [], "writing": [], "to_client": [], "total": []}
+    parts: dict[str, list[float]] = {
+        "first_to_app": [],
+        "to_app": [],
+        "writing": [],
+        "to_client": [],
+        "total": [],
+    }
     if not stats.exists():
         return parts
     last_ns: dict[int, int] = {}
     for run in runs:
         last_ns.update(run.last_ns)
-    for sent, got, done in json.loads(stats.read_text())["events"]:
-        received = last_ns.get(sent)
-        if received is None:
-            continue  # a warm-up round
+    # Measured events only (not warm-up rounds, nor those of the other server's runs: both
+    # servers hear every event), in publishing order: each round is USERS events in a row.
+    measured = sorted(e for e in json.loads(stats.read_text())["events"] if e[0] in last_ns)
+    for n, (sent, got, done) in enumerate(measured):
+        received = last_ns[sent]
+        if n % USERS == 0:
+            # Nothing ahead of it in the app: Redis and the app's wake-up alone.
+            parts["first_to_app"].append((got - sent) / 1e6)
         parts["to_app"].append((got - sent) / 1e6)
         parts["writing"].append((done - got) / 1e6)
         parts["to_client"].append((received - done) / 1e6)
@@ -417,7 +429,9 @@ async def test_fanout_1000_sockets(
         )
     bench.line(
         "  where the time goes, per event (p50 / p99 ms over all runs' events): publish → app "
-        "| app writing its 250 frames | written → last frame parsed by a client | total"
+        "for a round's first event | publish → app, any event (includes waiting for earlier "
+        "users' events to be written) | app writing its 250 frames | written → last frame "
+        "parsed by a client | total"
     )
     for name in ("bare", "atelier"):
         cells = " | ".join(
