@@ -14,9 +14,10 @@ medians over runs with their range. Reported: per-frame latency p50/p99 (publish
 server process's CPU per delivered frame (Linux ``/proc``), its full garbage collections during
 the rounds, and where each event's time went: publish → the app has it (the servers timestamp
 that, and the end of their writes, see ``fanout_server``) → written → last frame parsed by a
-client. Both servers run the WebSocket options of ``atelier serve`` (compression off). On a shared 2-core machine absolute figures move with the load; compare the
-ratios. Sizes can be lowered for a quick look with ``BENCH_FANOUT_ROUNDS`` and
-``BENCH_FANOUT_REPEATS``; ``BENCH_FANOUT_GC=default`` runs both servers without ``tune_gc``.
+client. Both servers run the WebSocket options of ``atelier serve`` (compression off). On a
+shared 2-core machine absolute figures move with the load; compare the ratios. Sizes can be
+lowered for a quick look with ``BENCH_FANOUT_ROUNDS`` and ``BENCH_FANOUT_REPEATS``;
+``BENCH_FANOUT_GC=default`` runs both servers without ``tune_gc``.
 """
 
 from __future__ import annotations
