@@ -87,10 +87,6 @@ class Run:
             return True
         return False
 
-    async def received(self, index: int, sent_ns: int, received_ns: int) -> None:
-        if self.record(index, sent_ns, received_ns):
-            await self.redis.rpush(self.ack_key, b"1")
-
 
 class BenchConnection(ClientConnection):
     """Records benchmark frames as they are parsed; anything else goes the usual way."""
@@ -120,7 +116,7 @@ async def open_socket(url: str, cookie: str) -> BenchConnection:
         open_timeout=OPEN_TIMEOUT,
         close_timeout=2,
         # Keep-alive pings are noise here; the run is short. Compression stays as browsers have
-        # it: permessage-deflate is offered, and the server accepts it.
+        # it: permessage-deflate is offered, and the server decides (``atelier serve`` declines).
         ping_interval=None,
         max_queue=None,
     )
