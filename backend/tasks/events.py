@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,12 +61,20 @@ def stage(pipe: Pipeline, task: Task) -> None:
     pipe.publish(CHANNEL, encode_event(task))
 
 
-async def publish(redis: Redis, task: Task) -> None:
+async def publish(
+    redis: Redis, task: Task, also: Callable[[Pipeline], None] | None = None
+) -> bool:
+    """Send the task's event, with whatever ``also`` queues in the same round trip (then in
+    one MULTI, all or nothing); False when Redis failed."""
     # The row is already committed and is the truth; a lost event is repaired by the next
     # snapshot, so a Redis hiccup must not fail the work itself.
     try:
-        async with redis.pipeline(transaction=False) as pipe:
+        async with redis.pipeline(transaction=also is not None) as pipe:
             stage(pipe, task)
+            if also is not None:
+                also(pipe)
             await pipe.execute()
     except (RedisError, OSError) as exc:
         log.warning("task_event_publish_failed", task_id=str(task.id), error=str(exc))
+        return False
+    return True

@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any, cast
 
 import structlog
+from redis.asyncio.client import Pipeline
 from saq import Job, Worker
 from saq.types import Context
 from sqlalchemy import Update, select, update
@@ -34,7 +35,7 @@ from backend.core.resources import Resources
 from backend.tasks import events, rows, sweeper
 from backend.tasks.deps import task_queue
 from backend.tasks.models import Task, TaskStatus
-from backend.tasks.queue import JOB_FUNCTION
+from backend.tasks.queue import JOB_FUNCTION, RowsFirstQueue
 from backend.tasks.registry import REGISTRY, TaskCanceled, TaskContext, TaskError, TaskSpec
 from backend.tasks.rows import TransitionStore
 
@@ -49,6 +50,10 @@ CANCEL_DEADLINE_SECONDS = 2.0
 THREAD_GRACE_SECONDS = 1.0
 WORK_THREAD_PREFIX = "atelier-work"
 SWEEPER_STOP_SECONDS = 2.0
+
+
+# ``_transition``'s default: no saq job to complete with the event.
+_NO_RESULT: Any = object()
 
 
 class RetryLater(Exception):
@@ -97,8 +102,11 @@ class TaskRunner:
         # Single-statement transitions (claim, finish); see ``backend.tasks.rows``.
         self.transitions = transitions or TransitionStore.shared(resources.db)
 
-    async def _transition(self, statement: Update, params: dict[str, Any]) -> Task | None:
-        """Run one conditional ``UPDATE … RETURNING`` of the row; publish what it wrote.
+    async def _transition(
+        self, statement: Update, params: dict[str, Any], *, job_result: Any = _NO_RESULT
+    ) -> Task | None:
+        """Run one conditional ``UPDATE … RETURNING`` of the row; publish what it wrote, with
+        saq's completion of the job when ``job_result`` is given (one round trip for both).
 
         The row comes back as a plain result row, which has every column the callers and the
         event read, by name, as the ORM object has."""
@@ -114,7 +122,23 @@ class TaskRunner:
         if row is None:
             return None
         task = cast(Task, row)
-        await events.publish(self.resources.redis, task)
+        job = self.job
+        queue = job.queue if job is not None else None
+        if (
+            job is None
+            or job_result is _NO_RESULT
+            or not isinstance(queue, RowsFirstQueue)
+            or queue.redis is not self.resources.redis
+        ):
+            await events.publish(self.resources.redis, task)
+            return task
+
+        def complete(pipe: Pipeline, queue: RowsFirstQueue = queue, job: Job = job) -> None:
+            queue.stage_finish(pipe, job, job_result)
+
+        if await events.publish(self.resources.redis, task, complete):
+            # saq's own finish of this job, which follows, has nothing left to write.
+            queue.finished_early(job)
         return task
 
     @contextlib.asynccontextmanager
@@ -380,7 +404,8 @@ class TaskRunner:
             "p_message": message,
         }
         if status == TaskStatus.succeeded:
-            await self._transition(rows.SUCCEED, {**params, "p_result": result})
+            # run() returns ``result`` to saq, which completes the job with it.
+            await self._transition(rows.SUCCEED, {**params, "p_result": result}, job_result=result)
         else:
             await self._transition(rows.FINISH, params)
 
