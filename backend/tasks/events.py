@@ -55,14 +55,21 @@ def decode_event(raw: bytes | str) -> tuple[uuid.UUID, dict[str, Any]]:
     return uuid.UUID(data["user_id"]), dict(data["event"])
 
 
-def stage(pipe: Pipeline, task: Task) -> None:
-    """Queue on ``pipe`` the task's event and the status counters behind /metrics."""
+def stage(pipe: Pipeline, task: Task, prior: Task | None = None) -> None:
+    """Queue on ``pipe`` the task's event and the status counters behind /metrics; ``prior``
+    is an earlier state of the task that was never announced, counted first."""
+    if prior is not None:
+        metrics.record(pipe, prior)
     metrics.record(pipe, task)
     pipe.publish(CHANNEL, encode_event(task))
 
 
 async def publish(
-    redis: Redis, task: Task, also: Callable[[Pipeline], None] | None = None
+    redis: Redis,
+    task: Task,
+    also: Callable[[Pipeline], None] | None = None,
+    *,
+    prior: Task | None = None,
 ) -> bool:
     """Send the task's event, with whatever ``also`` queues in the same round trip (then in
     one MULTI, all or nothing); False when Redis failed."""
@@ -70,7 +77,7 @@ async def publish(
     # snapshot, so a Redis hiccup must not fail the work itself.
     try:
         async with redis.pipeline(transaction=also is not None) as pipe:
-            stage(pipe, task)
+            stage(pipe, task, prior)
             if also is not None:
                 also(pipe)
             await pipe.execute()

@@ -49,6 +49,11 @@ SHUTDOWN_GRACE_SECONDS = 3
 CANCEL_DEADLINE_SECONDS = 2.0
 THREAD_GRACE_SECONDS = 1.0
 WORK_THREAD_PREFIX = "atelier-work"
+# A claimed task's "running" event waits this long: one that ends sooner is announced by its
+# final event alone (its status counters still count the run), one round trip fewer per job.
+RUNNING_EVENT_DELAY_SECONDS = 0.25
+# Announcements in flight, kept referenced until done (the loop holds tasks only weakly).
+_ANNOUNCING: set[asyncio.Task[bool]] = set()
 SWEEPER_STOP_SECONDS = 2.0
 
 
@@ -101,12 +106,50 @@ class TaskRunner:
         self.job = job
         # Single-statement transitions (claim, finish); see ``backend.tasks.rows``.
         self.transitions = transitions or TransitionStore.shared(resources.db)
+        # The claimed row while its "running" event is held back, the timer that sends it, and
+        # the send in flight once it fired.
+        self._unannounced: Task | None = None
+        self._announce_timer: asyncio.TimerHandle | None = None
+        self._announcing: asyncio.Task[bool] | None = None
+
+    def _announce_later(self, task: Task) -> None:
+        self._unannounced = task
+        self._announce_timer = asyncio.get_running_loop().call_later(
+            RUNNING_EVENT_DELAY_SECONDS, self._announce
+        )
+
+    def _announce(self) -> None:
+        task, self._unannounced, self._announce_timer = self._unannounced, None, None
+        if task is not None:
+            announcing = asyncio.create_task(events.publish(self.resources.redis, task))
+            _ANNOUNCING.add(announcing)
+            announcing.add_done_callback(_ANNOUNCING.discard)
+            self._announcing = announcing
+
+    async def _settle_announcement(self) -> Task | None:
+        """Before any later event of this run: the claimed row if its "running" event was
+        never sent (the next event then counts it first), after waiting for one in flight, so
+        that no event overtakes an earlier one."""
+        if self._announce_timer is not None:
+            self._announce_timer.cancel()
+            self._announce_timer = None
+        if self._announcing is not None:
+            announcing, self._announcing = self._announcing, None
+            await asyncio.shield(announcing)
+        prior, self._unannounced = self._unannounced, None
+        return prior
 
     async def _transition(
-        self, statement: Update, params: dict[str, Any], *, job_result: Any = _NO_RESULT
+        self,
+        statement: Update,
+        params: dict[str, Any],
+        *,
+        job_result: Any = _NO_RESULT,
+        announce: bool = True,
     ) -> Task | None:
-        """Run one conditional ``UPDATE … RETURNING`` of the row; publish what it wrote, with
-        saq's completion of the job when ``job_result`` is given (one round trip for both).
+        """Run one conditional ``UPDATE … RETURNING`` of the row; publish what it wrote (unless
+        ``announce`` is False), with saq's completion of the job when ``job_result`` is given
+        (one round trip for both).
 
         The row comes back as a plain result row, which has every column the callers and the
         event read, by name, as the ORM object has."""
@@ -122,6 +165,9 @@ class TaskRunner:
         if row is None:
             return None
         task = cast(Task, row)
+        if not announce:
+            return task
+        prior = await self._settle_announcement()
         job = self.job
         queue = job.queue if job is not None else None
         if (
@@ -130,13 +176,13 @@ class TaskRunner:
             or not isinstance(queue, RowsFirstQueue)
             or queue.redis is not self.resources.redis
         ):
-            await events.publish(self.resources.redis, task)
+            await events.publish(self.resources.redis, task, prior=prior)
             return task
 
         def complete(pipe: Pipeline, queue: RowsFirstQueue = queue, job: Job = job) -> None:
             queue.stage_finish(pipe, job, job_result)
 
-        if await events.publish(self.resources.redis, task, complete):
+        if await events.publish(self.resources.redis, task, complete, prior=prior):
             # saq's own finish of this job, which follows, has nothing left to write.
             queue.finished_early(job)
         return task
@@ -149,7 +195,8 @@ class TaskRunner:
             yield session, task
             await commit(session)
             if task is not None:
-                await events.publish(self.resources.redis, task)
+                prior = await self._settle_announcement()
+                await events.publish(self.resources.redis, task, prior=prior)
 
     async def _heartbeat(self, pct: float | None = None) -> None:
         if self.job is None:
@@ -219,7 +266,7 @@ class TaskRunner:
     async def _claim_fast(self, task_id: uuid.UUID, spec: TaskSpec) -> Task | None:
         """The common claim in one statement; None leaves every other case to ``_claim``."""
         now = utcnow()
-        return await self._transition(
+        task = await self._transition(
             rows.CLAIM,
             {
                 "p_id": task_id,
@@ -227,7 +274,11 @@ class TaskRunner:
                 "p_now": now,
                 "p_deadline": now + timedelta(seconds=spec.lease),
             },
+            announce=False,
         )
+        if task is not None:
+            self._announce_later(task)
+        return task
 
     async def _claim(
         self, task_id: uuid.UUID, kind: str | None = None
@@ -375,6 +426,11 @@ class TaskRunner:
             # The flag, not the cancel, is what ends the ticker: the cancel may be swallowed.
             stop.set()
             ticker.cancel()
+            # Whatever ends the run announces it, counting a "running" never sent; a run that
+            # lost its row to a newer attempt must not announce an old state later.
+            if self._announce_timer is not None:
+                self._announce_timer.cancel()
+                self._announce_timer = None
         await self._end(task_id, attempt, TaskStatus.succeeded, result=result, message="done")
         log.info(
             "task_succeeded",
