@@ -248,20 +248,19 @@ class TaskRunner:
         # must not look like a dead worker. Cancellation alone cannot end this loop safely (a
         # Redis or database call in flight may swallow it), so it also stops on a flag, when
         # the job's task is done, and when the row refuses the renewal.
+        # It is started half a heartbeat after the claim (``run``), so a renewal is due at once.
         def over() -> bool:
             return stop.is_set() or (owner is not None and owner.done())
 
         while not over():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), spec.heartbeat / 2)
-            if over():
-                break
             if not await self._renew(task_id, attempt, spec):
                 log.warning("lease_lost", task_id=str(task_id), attempt=attempt)
                 break
             if over():
                 break
             await self._heartbeat()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), spec.heartbeat / 2)
 
     async def _claim_fast(self, task_id: uuid.UUID, spec: TaskSpec) -> Task | None:
         """The common claim in one statement; None leaves every other case to ``_claim``."""
@@ -392,9 +391,17 @@ class TaskRunner:
             },
         )
         stop = asyncio.Event()
-        ticker = asyncio.create_task(
-            self._ticker(task_id, attempt, spec, stop, asyncio.current_task())
-        )
+        owner = asyncio.current_task()
+        tickers: list[asyncio.Task[None]] = []
+
+        def start_ticker() -> None:
+            if not stop.is_set():
+                ticker = self._ticker(task_id, attempt, spec, stop, owner)
+                tickers.append(asyncio.create_task(ticker))
+
+        # A timer until the first renewal is due: most jobs end before it, and never pay for
+        # a ticker task of their own.
+        first_tick = asyncio.get_running_loop().call_later(spec.heartbeat / 2, start_ticker)
         try:
             async with asyncio.timeout(spec.timeout):
                 result = await spec.handler(context)
@@ -425,7 +432,9 @@ class TaskRunner:
         finally:
             # The flag, not the cancel, is what ends the ticker: the cancel may be swallowed.
             stop.set()
-            ticker.cancel()
+            first_tick.cancel()
+            for ticker in tickers:
+                ticker.cancel()
             # Whatever ends the run announces it, counting a "running" never sent; a run that
             # lost its row to a newer attempt must not announce an old state later.
             if self._announce_timer is not None:
