@@ -93,7 +93,6 @@ class TransitionStore:
 # every column by name, like the ORM object they stand in for.
 _TASKS: Table = Task.__table__  # type: ignore[assignment]
 _c = _TASKS.c
-_ACTIVE = [TaskStatus.queued, TaskStatus.running]
 
 # The common claim: a row of the job's kind, not canceled, queued or running on an expired lease.
 CLAIM = (
@@ -132,7 +131,8 @@ def _finish(**extra: Any) -> Update:
         .where(
             _c.id == bindparam("p_id"),
             _c.attempts == bindparam("p_attempt"),
-            _c.status.in_(_ACTIVE),
+            # Spelled out rather than IN: an IN list is re-expanded at every execution.
+            or_(_c.status == TaskStatus.queued, _c.status == TaskStatus.running),
         )
         .values(
             status=bindparam("p_status"),
