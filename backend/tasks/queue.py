@@ -112,15 +112,36 @@ class RowsFirstQueue(RedisQueue):
         return {id, redis.call('GET', id)}
     """
 
+    # Set once a take found the queue empty: until a blocking take sees work waiting behind the
+    # job it got, takes block at once rather than first trying (and missing) without blocking.
+    _drained = False
+
     async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
         # While work is waiting (when throughput matters) no blocking wait is needed; an empty
-        # queue falls back to saq's blocking dequeue. LMOVE needs Redis 6.2, as BLMOVE does.
-        if await self.version() >= (6, 2, 0):
+        # queue falls back to a blocking take. LMOVE needs Redis 6.2, as BLMOVE does.
+        if await self.version() < (6, 2, 0):
+            return await super().dequeue(timeout, poll_interval)
+        if not self._drained:
             async with self._op_sem:
                 taken = await self.redis.eval(self._TAKE_SCRIPT, 2, self._queued, self._active)
             if taken:
                 return self.deserialize(taken[1])
-        return await super().dequeue(timeout, poll_interval)
+            self._drained = True
+        job_id = await self.redis.blmove(
+            self._queued,
+            self._active,
+            timeout,  # type: ignore[arg-type]  # Redis takes fractional seconds
+            "LEFT",
+            "RIGHT",
+        )
+        if job_id is None:
+            return None
+        async with self._op_sem, self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(job_id)
+            pipe.llen(self._queued)
+            raw, waiting = await pipe.execute()
+        self._drained = not waiting
+        return self.deserialize(raw)
 
     # saq's enqueue script, but LPUSH: workers take from the left, so this job runs next.
     _FRONT_SCRIPT = """

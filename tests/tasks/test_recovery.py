@@ -151,3 +151,21 @@ async def test_a_run_completes_its_job_with_the_final_event(
     finally:
         await pubsub.aclose()
     assert (await load(resources, task_id)).status == TaskStatus.succeeded
+
+
+async def test_takes_block_at_once_only_while_the_queue_is_drained(
+    resources: AppResources, create_task: CreateTask
+) -> None:
+    saq = resources.queue.saq
+    assert await saq.dequeue(timeout=0.1) is None  # found empty: the next take blocks at once
+    assert saq._drained  # noqa: SLF001 - the mode is the point
+    first, second = await create_task("test.noop"), await create_task("test.noop")
+    taken = await saq.dequeue(timeout=1)
+    assert taken is not None
+    assert taken.key == str(first)
+    # Work was waiting behind it: back to taking without a blocking wait.
+    assert not saq._drained  # noqa: SLF001
+    taken = await saq.dequeue(timeout=1)
+    assert taken is not None
+    assert taken.key == str(second)
+    assert await resources.queue.job_status(second) == "active"
