@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -27,9 +28,11 @@ SAQ_TIMEOUT_MARGIN = 10
 # Finished job records are kept briefly for debugging; the row is the lasting record.
 JOB_TTL_SECONDS = 3600
 _PENDING = frozenset({Status.NEW, Status.QUEUED, Status.ACTIVE, Status.ABORTING})
+# Set on a saq job whose completion the runner already wrote with the task's final event.
+_FINISHED_EARLY = "_atelier_finished_early"
 
 
-class _RowsFirstQueue(RedisQueue):
+class RowsFirstQueue(RedisQueue):
     """saq's queue without saq's own sweep.
 
     saq's sweep aborts any job it finds in the active list whose status is not yet "active",
@@ -46,6 +49,62 @@ class _RowsFirstQueue(RedisQueue):
         # nothing here waits on a job (the row and its events are what people watch).
         return None
 
+    async def _update(self, job: Job, status: Status | None = None, **kwargs: Any) -> None:
+        if status == Status.ACTIVE:
+            # saq marks each job it takes, one round trip per job that nothing here reads: the
+            # row's claim says running, and ``job_state`` tells a taken job from a waiting one
+            # by the active list it was moved to atomically when it was taken.
+            return None
+        await super()._update(job, status, **kwargs)
+
+    def stage_finish(self, pipe: Pipeline, job: Job, result: Any) -> None:
+        """Queue on ``pipe`` what saq's ``finish(COMPLETE)`` writes, so that the worker sends it
+        with the task's final event; ``finished_early`` then tells saq's own call to skip it."""
+        job.status = Status.COMPLETE
+        job.result = result
+        job.error = None
+        job.completed = now()
+        job.progress = 1.0
+        pipe.lrem(self._active, 1, job.id)
+        pipe.zrem(self._incomplete, job.id)
+        if job.ttl > 0:
+            pipe.setex(job.id, job.ttl, self.serialize(job))
+        elif job.ttl == 0:
+            pipe.set(job.id, self.serialize(job))
+        else:
+            pipe.delete(job.id)
+
+    @staticmethod
+    def finished_early(job: Job) -> None:
+        setattr(job, _FINISHED_EARLY, True)
+
+    async def _finish(
+        self,
+        job: Job,
+        status: Status,
+        *,
+        result: Any = None,
+        error: str | None = None,
+    ) -> None:
+        if status == Status.COMPLETE and getattr(job, _FINISHED_EARLY, False):
+            return None
+        await super()._finish(job, status, result=result, error=error)
+
+    async def job_state(self, job_key: str) -> Status | None:
+        """The job's status, ACTIVE for one a worker has taken (it sits in the active list),
+        None when Redis holds no job for the key."""
+        job_id = self.job_id(job_key)
+        async with self._op_sem, self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(job_id)
+            pipe.lpos(self._active, job_id)
+            raw, taken = await pipe.execute()
+        job = self.deserialize(raw)
+        if job is None:
+            return None
+        if taken is not None and job.status in (Status.NEW, Status.QUEUED):
+            return Status.ACTIVE
+        return job.status
+
     # A waiting job and its record in one round trip; saq's dequeue takes two (BLMOVE, GET).
     _TAKE_SCRIPT = """
         local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
@@ -53,15 +112,36 @@ class _RowsFirstQueue(RedisQueue):
         return {id, redis.call('GET', id)}
     """
 
+    # Set once a take found the queue empty: until a blocking take sees work waiting behind the
+    # job it got, takes block at once rather than first trying (and missing) without blocking.
+    _drained = False
+
     async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:
         # While work is waiting (when throughput matters) no blocking wait is needed; an empty
-        # queue falls back to saq's blocking dequeue. LMOVE needs Redis 6.2, as BLMOVE does.
-        if await self.version() >= (6, 2, 0):
+        # queue falls back to a blocking take. LMOVE needs Redis 6.2, as BLMOVE does.
+        if await self.version() < (6, 2, 0):
+            return await super().dequeue(timeout, poll_interval)
+        if not self._drained:
             async with self._op_sem:
                 taken = await self.redis.eval(self._TAKE_SCRIPT, 2, self._queued, self._active)
             if taken:
                 return self.deserialize(taken[1])
-        return await super().dequeue(timeout, poll_interval)
+            self._drained = True
+        job_id = await self.redis.blmove(
+            self._queued,
+            self._active,
+            timeout,  # type: ignore[arg-type]  # Redis takes fractional seconds
+            "LEFT",
+            "RIGHT",
+        )
+        if job_id is None:
+            return None
+        async with self._op_sem, self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(job_id)
+            pipe.llen(self._queued)
+            raw, waiting = await pipe.execute()
+        self._drained = not waiting
+        return self.deserialize(raw)
 
     # saq's enqueue script, but LPUSH: workers take from the left, so this job runs next.
     _FRONT_SCRIPT = """
@@ -111,7 +191,7 @@ class _RowsFirstQueue(RedisQueue):
         return bool(queued)
 
 
-class _EmbeddedQueue(_RowsFirstQueue):
+class _EmbeddedQueue(RowsFirstQueue):
     """The in-process queue of embedded mode, on fakeredis.
 
     fakeredis answers a blocking ``BLMOVE`` at once, so saq's dequeue loops would spin a core
@@ -186,8 +266,8 @@ class TaskQueue:
         name: str = QUEUE_NAME,
         queue_grace: float = 30.0,
     ) -> None:
-        self.saq: _RowsFirstQueue = (
-            _EmbeddedQueue(redis, name=name) if embedded else _RowsFirstQueue(redis, name=name)
+        self.saq: RowsFirstQueue = (
+            _EmbeddedQueue(redis, name=name) if embedded else RowsFirstQueue(redis, name=name)
         )
         # How long a queued row may wait for its job to start before the sweeper checks on it.
         self.queue_grace = queue_grace
@@ -225,9 +305,9 @@ class TaskQueue:
         return await self.saq.enqueue_front(self.job_for(task_id, kind))
 
     async def job_status(self, task_id: uuid.UUID) -> Status | None:
-        """saq's status of the task's job, or None when Redis holds none."""
-        job = await self.saq.job(str(task_id))
-        return job.status if job is not None else None
+        """saq's status of the task's job (ACTIVE once a worker took it), or None when Redis
+        holds none."""
+        return await self.saq.job_state(str(task_id))
 
     async def drop_stale_job(self, task_id: uuid.UUID) -> None:
         """Finish a job whose worker died, so the task's key can be enqueued afresh."""

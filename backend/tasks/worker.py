@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any, cast
 
 import structlog
+from redis.asyncio.client import Pipeline
 from saq import Job, Worker
 from saq.types import Context
 from sqlalchemy import Update, select, update
@@ -34,7 +35,7 @@ from backend.core.resources import Resources
 from backend.tasks import events, rows, sweeper
 from backend.tasks.deps import task_queue
 from backend.tasks.models import Task, TaskStatus
-from backend.tasks.queue import JOB_FUNCTION
+from backend.tasks.queue import JOB_FUNCTION, RowsFirstQueue
 from backend.tasks.registry import REGISTRY, TaskCanceled, TaskContext, TaskError, TaskSpec
 from backend.tasks.rows import TransitionStore
 
@@ -48,7 +49,16 @@ SHUTDOWN_GRACE_SECONDS = 3
 CANCEL_DEADLINE_SECONDS = 2.0
 THREAD_GRACE_SECONDS = 1.0
 WORK_THREAD_PREFIX = "atelier-work"
+# A claimed task's "running" event waits this long: one that ends sooner is announced by its
+# final event alone (its status counters still count the run), one round trip fewer per job.
+RUNNING_EVENT_DELAY_SECONDS = 0.25
+# Announcements in flight, kept referenced until done (the loop holds tasks only weakly).
+_ANNOUNCING: set[asyncio.Task[bool]] = set()
 SWEEPER_STOP_SECONDS = 2.0
+
+
+# ``_transition``'s default: no saq job to complete with the event.
+_NO_RESULT: Any = object()
 
 
 class RetryLater(Exception):
@@ -96,9 +106,50 @@ class TaskRunner:
         self.job = job
         # Single-statement transitions (claim, finish); see ``backend.tasks.rows``.
         self.transitions = transitions or TransitionStore.shared(resources.db)
+        # The claimed row while its "running" event is held back, the timer that sends it, and
+        # the send in flight once it fired.
+        self._unannounced: Task | None = None
+        self._announce_timer: asyncio.TimerHandle | None = None
+        self._announcing: asyncio.Task[bool] | None = None
 
-    async def _transition(self, statement: Update, params: dict[str, Any]) -> Task | None:
-        """Run one conditional ``UPDATE … RETURNING`` of the row; publish what it wrote.
+    def _announce_later(self, task: Task) -> None:
+        self._unannounced = task
+        self._announce_timer = asyncio.get_running_loop().call_later(
+            RUNNING_EVENT_DELAY_SECONDS, self._announce
+        )
+
+    def _announce(self) -> None:
+        task, self._unannounced, self._announce_timer = self._unannounced, None, None
+        if task is not None:
+            announcing = asyncio.create_task(events.publish(self.resources.redis, task))
+            _ANNOUNCING.add(announcing)
+            announcing.add_done_callback(_ANNOUNCING.discard)
+            self._announcing = announcing
+
+    async def _settle_announcement(self) -> Task | None:
+        """Before any later event of this run: the claimed row if its "running" event was
+        never sent (the next event then counts it first), after waiting for one in flight, so
+        that no event overtakes an earlier one."""
+        if self._announce_timer is not None:
+            self._announce_timer.cancel()
+            self._announce_timer = None
+        if self._announcing is not None:
+            announcing, self._announcing = self._announcing, None
+            await asyncio.shield(announcing)
+        prior, self._unannounced = self._unannounced, None
+        return prior
+
+    async def _transition(
+        self,
+        statement: Update,
+        params: dict[str, Any],
+        *,
+        job_result: Any = _NO_RESULT,
+        announce: bool = True,
+    ) -> Task | None:
+        """Run one conditional ``UPDATE … RETURNING`` of the row; publish what it wrote (unless
+        ``announce`` is False), with saq's completion of the job when ``job_result`` is given
+        (one round trip for both).
 
         The row comes back as a plain result row, which has every column the callers and the
         event read, by name, as the ORM object has."""
@@ -114,7 +165,26 @@ class TaskRunner:
         if row is None:
             return None
         task = cast(Task, row)
-        await events.publish(self.resources.redis, task)
+        if not announce:
+            return task
+        prior = await self._settle_announcement()
+        job = self.job
+        queue = job.queue if job is not None else None
+        if (
+            job is None
+            or job_result is _NO_RESULT
+            or not isinstance(queue, RowsFirstQueue)
+            or queue.redis is not self.resources.redis
+        ):
+            await events.publish(self.resources.redis, task, prior=prior)
+            return task
+
+        def complete(pipe: Pipeline, queue: RowsFirstQueue = queue, job: Job = job) -> None:
+            queue.stage_finish(pipe, job, job_result)
+
+        if await events.publish(self.resources.redis, task, complete, prior=prior):
+            # saq's own finish of this job, which follows, has nothing left to write.
+            queue.finished_early(job)
         return task
 
     @contextlib.asynccontextmanager
@@ -125,7 +195,8 @@ class TaskRunner:
             yield session, task
             await commit(session)
             if task is not None:
-                await events.publish(self.resources.redis, task)
+                prior = await self._settle_announcement()
+                await events.publish(self.resources.redis, task, prior=prior)
 
     async def _heartbeat(self, pct: float | None = None) -> None:
         if self.job is None:
@@ -177,25 +248,24 @@ class TaskRunner:
         # must not look like a dead worker. Cancellation alone cannot end this loop safely (a
         # Redis or database call in flight may swallow it), so it also stops on a flag, when
         # the job's task is done, and when the row refuses the renewal.
+        # It is started half a heartbeat after the claim (``run``), so a renewal is due at once.
         def over() -> bool:
             return stop.is_set() or (owner is not None and owner.done())
 
         while not over():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), spec.heartbeat / 2)
-            if over():
-                break
             if not await self._renew(task_id, attempt, spec):
                 log.warning("lease_lost", task_id=str(task_id), attempt=attempt)
                 break
             if over():
                 break
             await self._heartbeat()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), spec.heartbeat / 2)
 
     async def _claim_fast(self, task_id: uuid.UUID, spec: TaskSpec) -> Task | None:
         """The common claim in one statement; None leaves every other case to ``_claim``."""
         now = utcnow()
-        return await self._transition(
+        task = await self._transition(
             rows.CLAIM,
             {
                 "p_id": task_id,
@@ -203,7 +273,11 @@ class TaskRunner:
                 "p_now": now,
                 "p_deadline": now + timedelta(seconds=spec.lease),
             },
+            announce=False,
         )
+        if task is not None:
+            self._announce_later(task)
+        return task
 
     async def _claim(
         self, task_id: uuid.UUID, kind: str | None = None
@@ -317,9 +391,17 @@ class TaskRunner:
             },
         )
         stop = asyncio.Event()
-        ticker = asyncio.create_task(
-            self._ticker(task_id, attempt, spec, stop, asyncio.current_task())
-        )
+        owner = asyncio.current_task()
+        tickers: list[asyncio.Task[None]] = []
+
+        def start_ticker() -> None:
+            if not stop.is_set():
+                ticker = self._ticker(task_id, attempt, spec, stop, owner)
+                tickers.append(asyncio.create_task(ticker))
+
+        # A timer until the first renewal is due: most jobs end before it, and never pay for
+        # a ticker task of their own.
+        first_tick = asyncio.get_running_loop().call_later(spec.heartbeat / 2, start_ticker)
         try:
             async with asyncio.timeout(spec.timeout):
                 result = await spec.handler(context)
@@ -350,7 +432,14 @@ class TaskRunner:
         finally:
             # The flag, not the cancel, is what ends the ticker: the cancel may be swallowed.
             stop.set()
-            ticker.cancel()
+            first_tick.cancel()
+            for ticker in tickers:
+                ticker.cancel()
+            # Whatever ends the run announces it, counting a "running" never sent; a run that
+            # lost its row to a newer attempt must not announce an old state later.
+            if self._announce_timer is not None:
+                self._announce_timer.cancel()
+                self._announce_timer = None
         await self._end(task_id, attempt, TaskStatus.succeeded, result=result, message="done")
         log.info(
             "task_succeeded",
@@ -380,7 +469,8 @@ class TaskRunner:
             "p_message": message,
         }
         if status == TaskStatus.succeeded:
-            await self._transition(rows.SUCCEED, {**params, "p_result": result})
+            # run() returns ``result`` to saq, which completes the job with it.
+            await self._transition(rows.SUCCEED, {**params, "p_result": result}, job_result=result)
         else:
             await self._transition(rows.FINISH, params)
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from sqlalchemy import func, select
@@ -14,11 +15,11 @@ from backend.composition import AppResources
 from backend.config import Settings
 from backend.core.db import Database, rollback
 from backend.core.redis import create_redis
-from backend.tasks import service
+from backend.tasks import metrics, service
 from backend.tasks.events import CHANNEL
 from backend.tasks.models import Task, TaskStatus
 from backend.tasks.sweeper import sweep_once
-from backend.tasks.worker import running_worker
+from backend.tasks.worker import RUNNING_EVENT_DELAY_SECONDS, running_worker
 from tests.servers import restart_redis
 from tests.tasks.conftest import (
     CreateTask,
@@ -66,6 +67,49 @@ async def test_lifecycle_events_and_monotonic_progress(
     progress = [int(e["progress"]) for e in seen]  # type: ignore[call-overload]
     assert progress == sorted(progress)
     assert len(set(progress)) >= 6
+
+
+async def _statuses_seen(
+    redis: Redis, run: Callable[[], Awaitable[list[uuid.UUID]]]
+) -> dict[str, list[str]]:
+    """Each task's event statuses, in order, while ``run`` creates and finishes them."""
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    seen: dict[str, list[str]] = {}
+    try:
+        ids = await run()
+        quiet_until = time.monotonic() + 1.0
+        while time.monotonic() < quiet_until:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            if message is not None:
+                task = json.loads(message["data"])["event"]["task"]
+                seen.setdefault(task["id"], []).append(task["status"])
+    finally:
+        await pubsub.aclose()
+    return {str(i): seen.get(str(i), []) for i in ids}
+
+
+async def test_running_is_announced_unless_the_run_ends_first(
+    resources: AppResources, create_task: CreateTask, redis: Redis
+) -> None:
+    async def run() -> list[uuid.UUID]:
+        quick = await create_task("test.noop")
+        # Its steps take longer than the hold-back: "running" goes out on its own, first.
+        slow = await create_task("test.steps", steps=2, delay=RUNNING_EVENT_DELAY_SECONDS)
+        async with running_worker(resources):
+            await wait_status(resources, quick, TaskStatus.succeeded)
+            await wait_status(resources, slow, TaskStatus.succeeded)
+        return [quick, slow]
+
+    quick, slow = (await _statuses_seen(redis, run)).values()
+    # A run that ends within the hold-back is announced by its final event alone...
+    assert quick == ["queued", "succeeded"]
+    assert slow[:2] == ["queued", "running"]
+    assert slow[-1] == "succeeded"
+    # ...and still counted as having run (the counters behind /metrics).
+    entered = await redis.hgetall(metrics.ENTERED_KEY)
+    assert int(entered[b"test.noop running"]) >= 1
+    assert int(entered[b"test.noop succeeded"]) == int(entered[b"test.noop running"])
 
 
 async def test_retry_then_success(resources: AppResources, create_task: CreateTask) -> None:

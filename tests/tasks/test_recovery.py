@@ -11,8 +11,10 @@ from redis.asyncio import Redis
 from sqlalchemy import update
 
 from backend.composition import AppResources
+from backend.tasks.events import CHANNEL, decode_event
 from backend.tasks.models import Task, TaskStatus
 from backend.tasks.sweeper import sweep_once
+from backend.tasks.worker import running_worker
 from tests.tasks.conftest import CreateTask, SpawnWorker, load, wait_for, wait_status
 
 
@@ -96,3 +98,74 @@ async def test_sigterm_exits_in_time_with_opencv_threads_busy(
         assert task.result is not None
         assert task.result["attempt"] == 2
     print(f"\nSIGTERM → exit {exited_after:.1f} s with OpenCV threads busy")  # noqa: T201
+
+
+async def test_a_job_taken_by_a_worker_that_died_before_its_claim_is_recovered(
+    resources: AppResources, create_task: CreateTask, redis: Redis
+) -> None:
+    task_id = await create_task("test.noop")
+    saq = resources.queue.saq
+    # A worker took the job (atomically into the active list) and died before claiming the row:
+    # saq's record still says queued, since the worker no longer writes "active" at take time.
+    taken = await saq.dequeue()
+    assert taken is not None
+    assert taken.key == str(task_id)
+    assert (await saq.job(str(task_id))).status == "queued"  # type: ignore[union-attr]
+    assert await resources.queue.job_status(task_id) == "active"
+    async with resources.db.sessionmaker() as session:
+        await session.execute(
+            update(Task).where(Task.id == task_id).values(deadline_at=Task.created_at)
+        )
+        await session.commit()
+    report = await sweep_once(resources)
+    # Not mistaken for a job still waiting in line: re-enqueued, and it runs.
+    assert report.requeued == [str(task_id)]
+    assert report.deferred == 0
+    assert await _queued_keys(resources, redis) == [str(task_id)]
+
+
+async def test_a_run_completes_its_job_with_the_final_event(
+    resources: AppResources, create_task: CreateTask, redis: Redis
+) -> None:
+    task_id = await create_task("test.noop")
+    saq = resources.queue.saq
+    job_id = saq.job_id(str(task_id))
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    try:
+        async with running_worker(resources):
+            while True:
+                message = await pubsub.get_message(timeout=10.0)
+                assert message is not None, "no final event"
+                if message["type"] != "message":
+                    continue
+                _, event = decode_event(message["data"])
+                if event["task"]["status"] == "succeeded":
+                    break
+            # Sent in the same MULTI as the event: done by the time it is read.
+            job = await saq.job(str(task_id))
+            assert job is not None
+            assert (job.status, job.result) == ("complete", {"ok": True})
+            assert await redis.lpos(saq.namespace("active"), job_id) is None
+            assert await redis.zscore(saq.namespace("incomplete"), job_id) is None
+    finally:
+        await pubsub.aclose()
+    assert (await load(resources, task_id)).status == TaskStatus.succeeded
+
+
+async def test_takes_block_at_once_only_while_the_queue_is_drained(
+    resources: AppResources, create_task: CreateTask
+) -> None:
+    saq = resources.queue.saq
+    assert await saq.dequeue(timeout=0.1) is None  # found empty: the next take blocks at once
+    assert saq._drained  # noqa: SLF001 - the mode is the point
+    first, second = await create_task("test.noop"), await create_task("test.noop")
+    taken = await saq.dequeue(timeout=1)
+    assert taken is not None
+    assert taken.key == str(first)
+    # Work was waiting behind it: back to taking without a blocking wait.
+    assert not saq._drained  # noqa: SLF001
+    taken = await saq.dequeue(timeout=1)
+    assert taken is not None
+    assert taken.key == str(second)
+    assert await resources.queue.job_status(second) == "active"
