@@ -136,7 +136,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     # No line carries the caller's file and line, the process or the thread, yet stdlib logging
     # gathers them for every record (walking the stack, two getpid calls): about a third of a
     # request log line's cost. These are the switches the logging HOWTO's "Optimization" lists.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
