@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -28,6 +30,7 @@ from backend.batches.models import (
     WebhookDelivery,
     settled_status,
 )
+from backend.batches.prepare import Undecodable, prepare
 from backend.batches.service import (
     fetch_policy,
     item_counts,
@@ -39,8 +42,7 @@ from backend.core.db import commit, utcnow
 from backend.core.pixels import run_pixels
 from backend.core.resources import Resources
 from backend.images import service as images
-from backend.images.compress import to_jpeg
-from backend.images.validation import FORMAT_MIME, sniff_format
+from backend.images.validation import ValidationFailure
 from backend.tasks.registry import TaskCanceled, TaskContext, TaskError, task
 
 log = structlog.get_logger(__name__)
@@ -48,6 +50,8 @@ FETCH_TRIES = 3
 OUTPUT_CACHE = "private, max-age=31536000, immutable"
 REPORT_SECONDS = 0.25
 LOCAL_WIDTH = 4
+# Outcomes committed together at most; what one transaction holds locked and in memory.
+COMMIT_MOST = 32
 
 
 def output_key(batch: Batch, item: BatchItem) -> str:
@@ -74,67 +78,144 @@ async def _fetch(resources: Resources, item: BatchItem) -> bytes | FetchError:
         return exc
 
 
-async def _process(
-    resources: Resources, batch: Batch, user: User, item: BatchItem, fetched: bytes | FetchError
-) -> None:
-    """One fetched URL to its end: the image recorded, its output stored, the item's outcome.
+@dataclass
+class Outcome:
+    """What became of one item, waiting to be committed with others."""
 
-    The image, its output and the item's outcome are committed together, in one transaction:
-    a round trip fewer per image, and an item never reads succeeded without its output."""
-    status, error, code = ItemStatus.succeeded, None, None
+    item: BatchItem
+    status: ItemStatus = ItemStatus.succeeded
+    error: str | None = None
+    code: str | None = None
+    # Refused bytes are recorded as a failed image, as an upload would be (how many bytes).
+    refused: tuple[ValidationFailure, int] | None = None
+    rendered: images.Rendered | None = None
+    output_key: str | None = None
+    output_bytes: int | None = None
     image_id: uuid.UUID | None = None
-    key: str | None = None
-    size: int | None = None
-    data: bytes | None = None
+
+
+async def _prepare(
+    resources: Resources, batch: Batch, item: BatchItem, fetched: bytes | FetchError
+) -> Outcome:
+    """One fetched URL through validation, compression and thumbnails (one decode, in a
+    worker thread) and its compressed output stored; nothing is written to the database."""
     if isinstance(fetched, FetchError):
-        status, error, code = ItemStatus.failed, str(fetched), fetched.code
-    else:
-        data = fetched
+        return Outcome(item, ItemStatus.failed, str(fetched), fetched.code)
+    settings = resources.settings
+    try:
+        prepared = await run_pixels(
+            prepare,
+            fetched,
+            quality=batch.quality,
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+        )
+    except ValidationFailure as failure:
+        return Outcome(
+            item,
+            ItemStatus.failed,
+            failure.message,
+            failure.code,
+            refused=(failure, len(fetched)),
+        )
+    except Undecodable as exc:
+        return Outcome(item, ItemStatus.failed, str(exc), "batch.undecodable")
+    key = output_key(batch, item)
+    # Before the commit: the key derives from the item, so a rerun after a crash overwrites it.
+    await resources.storage.put(
+        key, prepared.compressed, content_type="image/jpeg", cache_control=OUTPUT_CACHE
+    )
+    rendered = images.Rendered(
+        data=fetched,
+        filename=_name_of(item.url),
+        content_type=prepared.content_type,
+        meta=prepared.meta,
+        thumbnails=prepared.thumbnails,
+    )
+    return Outcome(item, rendered=rendered, output_key=key, output_bytes=len(prepared.compressed))
+
+
+async def _record(resources: Resources, user: User, outcomes: list[Outcome]) -> None:
+    """Several items' images, rows and outcomes in one transaction: a handful of statements
+    for all of them. An item never reads succeeded without its image and output, and a crash
+    before the commit leaves every one of them pending, to be redone by the rerun."""
     async with resources.db.sessionmaker() as session:
-        if data is not None:
-            try:
-                image = await images.ingest(
-                    session,
-                    images.Deps.of(resources),
-                    user=user,
-                    data=data,
-                    filename=_name_of(item.url),
-                    content_type=_declared_type(data),
-                    source="batch",
-                )
-                compressed, _, _ = await run_pixels(to_jpeg, data, quality=batch.quality)
-                key = output_key(batch, item)
-                await resources.storage.put(
-                    key, compressed, content_type="image/jpeg", cache_control=OUTPUT_CACHE
-                )
-                image_id, size = image.id, len(compressed)
-            except images.UploadRejected as exc:
-                status, error, code = ItemStatus.failed, exc.detail, exc.code
-            except ValueError as exc:
-                status, error, code, key = ItemStatus.failed, str(exc), "batch.undecodable", None
-        await session.execute(
-            update(BatchItem)
-            .where(BatchItem.id == item.id)
-            .values(
-                status=status,
-                error=error,
-                error_code=code,
-                image_id=image_id,
-                output_key=key,
-                output_bytes=size,
-                finished_at=utcnow(),
+        refused = [o for o in outcomes if o.refused is not None]
+        if refused:
+            await images.record_failures(
+                session,
+                user=user,
+                failures=[(_name_of(o.item.url), *o.refused) for o in refused if o.refused],
             )
+        made = [o for o in outcomes if o.rendered is not None]
+        if made:
+            recorded = await images.ingest_rendered(
+                session,
+                images.Deps.of(resources),
+                user=user,
+                rendered=[o.rendered for o in made if o.rendered is not None],
+                source="batch",
+            )
+            for outcome, image in zip(made, recorded, strict=True):
+                outcome.image_id = image.id
+        now = utcnow()
+        await session.execute(
+            update(BatchItem),
+            [
+                {
+                    "id": o.item.id,
+                    "status": o.status,
+                    "error": o.error,
+                    "error_code": o.code,
+                    "image_id": o.image_id,
+                    "output_key": o.output_key,
+                    "output_bytes": o.output_bytes,
+                    "finished_at": now,
+                }
+                for o in outcomes
+            ],
         )
         await commit(session)
 
 
+class GroupCommit:
+    """Outcomes that arrive while a commit is under way are committed together by the next
+    one: at one image at a time this is a commit per image, and the more images finish at once
+    the more share each commit. ``record`` returns once its outcome is committed."""
+
+    def __init__(self, write: Callable[[list[Outcome]], Awaitable[None]], *, most: int) -> None:
+        self._write = write
+        self._most = most
+        self._waiting: list[tuple[Outcome, asyncio.Future[None]]] = []
+        self._writing = False
+
+    async def record(self, outcome: Outcome) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((outcome, done))
+        if not self._writing:
+            # This caller writes until nothing waits, its own outcome first.
+            self._writing = True
+            try:
+                while self._waiting:
+                    chunk, self._waiting = self._waiting[: self._most], self._waiting[self._most :]
+                    try:
+                        await self._write([o for o, _ in chunk])
+                    except BaseException as exc:
+                        for _, waiter in chunk:
+                            if isinstance(exc, Exception):
+                                waiter.set_exception(exc)
+                            else:
+                                waiter.cancel()
+                        raise
+                    for _, waiter in chunk:
+                        waiter.set_result(None)
+            finally:
+                self._writing = False
+        await done
+
+
 def _name_of(url: str) -> str:
     return (url.rstrip("/").rsplit("/", 1)[-1].split("?")[0] or "image")[:200]
-
-
-def _declared_type(data: bytes) -> str:
-    fmt = sniff_format(data)
-    return FORMAT_MIME.get(fmt or "", "application/octet-stream")
 
 
 async def _counts(resources: Resources, batch_id: uuid.UUID) -> tuple[int, int]:
@@ -247,12 +328,16 @@ async def run_batch(ctx: TaskContext) -> dict[str, Any]:
         # The last 5 % are the webhook's.
         await ctx.progress(int(finished * 95 / total), f"{finished} of {batch.total_images} images")
 
+    recorder = GroupCommit(partial(_record, resources, user), most=COMMIT_MOST)
+
     async def one(item: BatchItem) -> None:
         async with fetch_slots:
             fetched = await _fetch(resources, item)
             await local_slots.acquire()
         try:
-            await _process(resources, batch, user, item, fetched)
+            outcome = await _prepare(resources, batch, item, fetched)
+            del fetched  # the original's bytes are held by the outcome until its commit
+            await recorder.record(outcome)
             state["finished"] += 1
             due = state["finished"] - state["reported"] >= step
             if due or time.monotonic() - state["at"] >= REPORT_SECONDS:
