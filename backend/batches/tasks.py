@@ -48,8 +48,12 @@ from backend.tasks.registry import TaskCanceled, TaskContext, TaskError, task
 log = structlog.get_logger(__name__)
 FETCH_TRIES = 3
 OUTPUT_CACHE = "private, max-age=31536000, immutable"
-REPORT_SECONDS = 0.25
+REPORT_SECONDS = 1.0
 LOCAL_WIDTH = 4
+# Bytes of fetched originals that may wait for their commit (each is stored in the commit's
+# transaction): enough for a chunk of product images to share one commit, while one image up
+# to the fetch limit still fits alone.
+WAITING_BYTES = 32 * 1024 * 1024
 # Outcomes committed together at most; what one transaction holds locked and in memory.
 COMMIT_MOST = 32
 
@@ -214,6 +218,25 @@ class GroupCommit:
         await done
 
 
+class ByteBudget:
+    """At most ``limit`` bytes held at once; a single larger holder is let in alone."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._freed = asyncio.Event()
+
+    async def acquire(self, n: int) -> None:
+        while self._used and self._used + n > self._limit:
+            self._freed.clear()
+            await self._freed.wait()
+        self._used += n
+
+    def release(self, n: int) -> None:
+        self._used -= n
+        self._freed.set()
+
+
 def _name_of(url: str) -> str:
     return (url.rstrip("/").rsplit("/", 1)[-1].split("?")[0] or "image")[:200]
 
@@ -314,9 +337,11 @@ async def run_batch(ctx: TaskContext) -> dict[str, Any]:
     # The setting bounds the fetches (the load on the shop's servers); the local work on what
     # was fetched runs at least LOCAL_WIDTH wide, so one fetch at a time does not also mean one
     # database round trip at a time. A fetch slot is held until its bytes have a local slot,
-    # so at most batch_concurrency fetched images wait in memory.
+    # and a local slot until its image's outputs are made and its bytes fit in WAITING_BYTES,
+    # so at most batch_concurrency + LOCAL_WIDTH fetched images and WAITING_BYTES wait.
     fetch_slots = asyncio.Semaphore(resources.settings.batch_concurrency)
     local_slots = asyncio.Semaphore(max(LOCAL_WIDTH, resources.settings.batch_concurrency))
+    waiting = ByteBudget(WAITING_BYTES)
     # Progress (a locked row update, a commit and an event) at most every 5 % of the images or
     # every REPORT_SECONDS, not per image: for small images it cost more than the image itself.
     step = max(1, -(-total // 20))
@@ -336,15 +361,20 @@ async def run_batch(ctx: TaskContext) -> dict[str, Any]:
             await local_slots.acquire()
         try:
             outcome = await _prepare(resources, batch, item, fetched)
+            held = len(outcome.rendered.data) if outcome.rendered else 0
             del fetched  # the original's bytes are held by the outcome until its commit
-            await recorder.record(outcome)
-            state["finished"] += 1
-            due = state["finished"] - state["reported"] >= step
-            if due or time.monotonic() - state["at"] >= REPORT_SECONDS:
-                # Also where a cancel request is seen.
-                await report()
+            await waiting.acquire(held)
         finally:
             local_slots.release()
+        try:
+            await recorder.record(outcome)
+        finally:
+            waiting.release(held)
+        state["finished"] += 1
+        due = state["finished"] - state["reported"] >= step
+        if due or time.monotonic() - state["at"] >= REPORT_SECONDS:
+            # Also where a cancel request is seen.
+            await report()
 
     try:
         async with asyncio.TaskGroup() as group:
