@@ -206,7 +206,9 @@ class GroupCommit:
                         await self._write([o for o, _ in chunk])
                     except BaseException as exc:
                         for _, waiter in chunk:
-                            if isinstance(exc, Exception):
+                            if waiter.done():
+                                continue
+                            if isinstance(exc, Exception) and waiter is not done:
                                 waiter.set_exception(exc)
                             else:
                                 waiter.cancel()

@@ -14,6 +14,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import BindParameter, Integer, Select, and_, bindparam, func, or_, select
+from sqlalchemy import insert as insert_rows
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -429,7 +430,7 @@ async def ingest_rendered(
         insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
         # A concurrent twin (another upload of the same bytes) may win: its row stays.
         await session.execute(
-            insert(Blob).values(rows).on_conflict_do_nothing(index_elements=["user_id", "sha256"])
+            insert(Blob).on_conflict_do_nothing(index_elements=["user_id", "sha256"]), rows
         )
         blobs.update(
             (b.sha256, b) for b in await session.scalars(locked.where(Blob.sha256.in_(list(new))))
@@ -450,17 +451,25 @@ async def ingest_rendered(
             status=ImageStatus.ready if ready else ImageStatus.processing,
             size_bytes=blob.size_bytes,
             source=source,
+            parent_id=None,
+            caption=None,
+            caption_model=None,
+            error=None,
+            error_code=None,
             processed_at=now if ready else None,
+            created_at=now,
         )
         made.append(image)
         if ours.get(blob.sha256) == blob.id:
             settled.setdefault(blob.id, (blob, []))[1].append(image)
-    session.add_all(made)
-    await session.flush()
+    # Bulk inserts of plain rows: the unit of work's per-object bookkeeping cost more than
+    # the statements. The objects are returned (and given to the hooks) as built, unattached.
+    await session.execute(insert_rows(Image), [_row(image) for image in made])
     spec = spec_for(THUMBNAIL_KIND)
     done = [
         # What the thumbnails task would have recorded on succeeding, its first attempt.
         Task(
+            id=uuid.uuid4(),
             user_id=user.id,
             kind=THUMBNAIL_KIND,
             status=TaskStatus.succeeded,
@@ -472,10 +481,18 @@ async def ingest_rendered(
                 "thumbnails": sorted(blob.thumbnails or {}),
                 "images": [str(image.id) for image in images],
             },
+            error=None,
+            error_code=None,
             attempts=1,
             max_attempts=spec.max_attempts,
+            cancel_requested=False,
+            sketch_id=None,
+            batch_id=None,
+            deadline_at=None,
             started_at=now,
             finished_at=now,
+            created_at=now,
+            updated_at=now,
         )
         for blob, images in settled.values()
     ]
@@ -491,13 +508,17 @@ async def ingest_rendered(
                 image_id=image.id,
             )
     if done:
-        session.add_all(done)
-        await session.flush()
+        await session.execute(insert_rows(Task), [_row(task) for task in done])
         on_commit(session, lambda: _announce(deps.redis, done))
     for image in made:
         for hook in _after_ingest:
             await hook(session, deps, image)
     return made
+
+
+def _row(obj: Any) -> dict[str, Any]:
+    """An unattached ORM object's column values, for a bulk insert."""
+    return {column.key: getattr(obj, column.key) for column in obj.__table__.columns}
 
 
 async def _announce(redis: Redis, finished: list[Task]) -> None:
