@@ -56,6 +56,9 @@ LOCAL_WIDTH = 4
 WAITING_BYTES = 32 * 1024 * 1024
 # Outcomes committed together at most; what one transaction holds locked and in memory.
 COMMIT_MOST = 32
+# How long the first outcome waits for others before a commit; small next to the image's own
+# time from fetch to commit, and the bytes that wait are bounded by WAITING_BYTES.
+LINGER = 0.05
 
 
 def output_key(batch: Batch, item: BatchItem) -> str:
@@ -187,9 +190,12 @@ class GroupCommit:
     one: at one image at a time this is a commit per image, and the more images finish at once
     the more share each commit. ``record`` returns once its outcome is committed."""
 
-    def __init__(self, write: Callable[[list[Outcome]], Awaitable[None]], *, most: int) -> None:
+    def __init__(
+        self, write: Callable[[list[Outcome]], Awaitable[None]], *, most: int, linger: float
+    ) -> None:
         self._write = write
         self._most = most
+        self._linger = linger
         self._waiting: list[tuple[Outcome, asyncio.Future[None]]] = []
         self._writing = False
 
@@ -200,6 +206,10 @@ class GroupCommit:
             # This caller writes until nothing waits, its own outcome first.
             self._writing = True
             try:
+                if len(self._waiting) < self._most:
+                    # A moment for the images right behind to share this commit: when they
+                    # arrive one by one (one fetch at a time), most would otherwise go alone.
+                    await asyncio.sleep(self._linger)
                 while self._waiting:
                     chunk, self._waiting = self._waiting[: self._most], self._waiting[self._most :]
                     try:
@@ -355,7 +365,7 @@ async def run_batch(ctx: TaskContext) -> dict[str, Any]:
         # The last 5 % are the webhook's.
         await ctx.progress(int(finished * 95 / total), f"{finished} of {batch.total_images} images")
 
-    recorder = GroupCommit(partial(_record, resources, user), most=COMMIT_MOST)
+    recorder = GroupCommit(partial(_record, resources, user), most=COMMIT_MOST, linger=LINGER)
 
     async def one(item: BatchItem) -> None:
         async with fetch_slots:
