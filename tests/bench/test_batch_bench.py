@@ -10,10 +10,12 @@ and storage cost under the same load. Each concurrency runs ``BATCH_BENCH_ROUNDS
 
 What the batch does beyond the loop, all counted as done when the batch reads ``succeeded``:
 each image is recorded (an image row, its blob, the original stored once per content), its
-compressed output stored and its item's outcome written, and progress is reported. Each new
-image also enqueues its thumbnails task (real work the user gets); those tasks run on the same
-worker while the batch goes on, so they compete with it here, as in production; the reference
-after each run is measured once they are done, so that neither it nor the next run pays for them.
+thumbnails rendered from the pixels decoded for the compression and stored (the image is ready
+and its thumbnails task recorded as succeeded, as the task would leave it), its compressed
+output stored and its item's outcome written, and progress is reported. Anything the batch
+still leaves queued (an image whose blob was being made elsewhere gets a thumbnails task) is
+drained before the reference after each run, so neither it nor the next run pays for it.
+Also printed: CPU seconds per image of this process during the run and during the loop.
 
 Also printed per image (first round of each concurrency): SQL statements by who issued them
 (worker tasks vs the API answering the status polls) and storage calls, counted by listeners
