@@ -8,12 +8,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import BindParameter, Integer, Select, and_, bindparam, func, or_, select
+from sqlalchemy import BindParameter, Integer, Select, Table, and_, bindparam, func, or_, select
 from sqlalchemy import insert as insert_rows
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -430,7 +430,8 @@ async def ingest_rendered(
         insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
         # A concurrent twin (another upload of the same bytes) may win: its row stays.
         await session.execute(
-            insert(Blob).on_conflict_do_nothing(index_elements=["user_id", "sha256"]), rows
+            insert(_table(Blob)).on_conflict_do_nothing(index_elements=["user_id", "sha256"]),
+            rows,
         )
         blobs.update(
             (b.sha256, b) for b in await session.scalars(locked.where(Blob.sha256.in_(list(new))))
@@ -462,9 +463,10 @@ async def ingest_rendered(
         made.append(image)
         if ours.get(blob.sha256) == blob.id:
             settled.setdefault(blob.id, (blob, []))[1].append(image)
-    # Bulk inserts of plain rows: the unit of work's per-object bookkeeping cost more than
-    # the statements. The objects are returned (and given to the hooks) as built, unattached.
-    await session.execute(insert_rows(Image), [_row(image) for image in made])
+    # Core inserts of plain rows (one cached executemany each): the unit of work's, and even
+    # the ORM bulk path's, per-row bookkeeping cost more than the statements. The objects are
+    # returned (and given to the hooks) as built, unattached.
+    await session.execute(insert_rows(_table(Image)), [_row(image) for image in made])
     spec = spec_for(THUMBNAIL_KIND)
     done = [
         # What the thumbnails task would have recorded on succeeding, its first attempt.
@@ -508,12 +510,16 @@ async def ingest_rendered(
                 image_id=image.id,
             )
     if done:
-        await session.execute(insert_rows(Task), [_row(task) for task in done])
+        await session.execute(insert_rows(_table(Task)), [_row(task) for task in done])
         on_commit(session, lambda: _announce(deps.redis, done))
     for image in made:
         for hook in _after_ingest:
             await hook(session, deps, image)
     return made
+
+
+def _table(model: type[Any]) -> Table:
+    return cast(Table, model.__table__)
 
 
 def _row(obj: Any) -> dict[str, Any]:
