@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import struct
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -204,6 +206,58 @@ async def test_imported_images_are_ready_with_the_thumbnails_the_task_would_make
     assert (await _finished(shop, again["batch"]["id"]))["status"] == "succeeded"
     tasks = (await shop.client.get("/api/tasks?limit=100")).json()["items"]
     assert len([t for t in tasks if t["kind"] == "thumbnails"]) == 2
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` × ``height`` pixels (a decompression bomb's
+    header: refused before any pixel is decoded)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+async def test_bytes_an_upload_would_refuse_fail_their_item_and_are_recorded(shop: Shop) -> None:
+    photo = PHOTO.read_bytes()
+    o = shop.origin
+    o.files = {
+        "/truncated.jpg": (photo[: len(photo) // 2], "image/jpeg"),
+        "/bomb.png": (_png_claiming(30_000, 30_000), "image/png"),
+        "/good.jpg": (PORTRAIT.read_bytes(), "image/jpeg"),
+    }
+    created = await shop.submit(
+        [("1", "Lamp", [o.url("/truncated.jpg"), o.url("/bomb.png"), o.url("/good.jpg")])]
+    )
+    batch = await _finished(shop, created["batch"]["id"])
+    assert (batch["status"], batch["processed_images"], batch["failed_images"]) == (
+        "partial",
+        1,
+        2,
+    )
+    items = (await shop.client.get(f"/api/batches/{batch['id']}/items")).json()["items"]
+    codes = {item["url"].rsplit("/", 1)[-1]: item["error_code"] for item in items}
+    assert codes == {
+        "truncated.jpg": "upload.corrupt",
+        "bomb.png": "upload.too_many_pixels",
+        "good.jpg": None,
+    }
+    # Refused like uploads: failed images with the same codes, and nothing of theirs stored.
+    failed = (await shop.client.get("/api/images?status=failed")).json()["items"]
+    assert sorted(i["error_code"] for i in failed) == ["upload.corrupt", "upload.too_many_pixels"]
+    async with shop.resources.db.sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(Blob)) == 1
 
 
 class WorkerDied(Exception):
