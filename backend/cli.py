@@ -38,6 +38,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from backend.core.logging import logging_config
+    from backend.realtime.transport import WEBSOCKET_OPTIONS
 
     # --host/--port win over the environment, and the settings (signed URLs, allowed origins)
     # must be derived from the address actually served: hand them over as settings.
@@ -61,9 +62,8 @@ def _serve(args: argparse.Namespace) -> int:
         # uvicorn would otherwise install its plain-text handlers; ours writes JSON lines.
         log_config=logging_config(settings.log_level, json=settings.log_json),
         access_log=False,
-        ws="websockets-sansio",
-        ws_ping_interval=25,
-        ws_ping_timeout=20,
+        # uvicorn's websockets-sansio protocol with a shared-frame write, compression off.
+        **WEBSOCKET_OPTIONS,
         # Cloud Run sends SIGTERM and kills 10 s later: uvicorn closes sockets with 1012
         # (service restart, a reconnect hint) and gives requests this long to finish.
         timeout_graceful_shutdown=8,

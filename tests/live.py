@@ -11,6 +11,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from backend.realtime.transport import WEBSOCKET_OPTIONS
 from tests.servers import free_port
 
 
@@ -26,8 +27,8 @@ async def serve(app: FastAPI, **options: Any) -> AsyncIterator[str]:
         log_config=None,
         access_log=False,
         lifespan="on",
-        ws="websockets-sansio",
-        **options,
+        # The WebSocket options of ``atelier serve``, so tests take its realtime path.
+        **{**WEBSOCKET_OPTIONS, **options},
     )
     server = uvicorn.Server(config)
     # The test process must keep its own signal handlers (pytest's Ctrl-C).

@@ -2,8 +2,9 @@
 
 Workers publish every task change on ``backend.tasks.events.CHANNEL``, tagged with the owner.
 A ``Hub`` holds a single pub/sub connection (opened when the first socket subscribes) and hands
-each event to the sockets of that owner only: decoded and encoded once, then sent straight to
-every socket that can take it at once, or else through that socket's bounded queue.
+each event to the sockets of that owner only: decoded and encoded once (down to the WebSocket
+frame's bytes), then written straight to every socket that can take it at once, or else through
+that socket's bounded queue.
 
 Delivery is best effort; the database is the truth. Whenever the Redis subscription has been
 re-established (a Redis restart, a killed connection, a dead link found by the idle PING) events
@@ -33,6 +34,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from backend.realtime.transport import encode_text_frame
 from backend.tasks.events import CHANNEL, decode_event, parse_cursor
 
 log = structlog.get_logger(__name__)
@@ -72,20 +74,57 @@ class Frame:
     text: str
     # The event's resume cursor, parsed once: how far a socket that got this frame is current.
     cursor: datetime | None
+    # ``text`` as one server-to-client WebSocket frame, the same bytes for every socket.
+    wire: bytes
+
+    @classmethod
+    def of(cls, message: Message, text: str, cursor: datetime | None = None) -> Frame:
+        return cls(message, text, cursor, encode_text_frame(text))
 
 
-RESYNC_FRAME = Frame({"type": RESYNC}, json.dumps({"type": RESYNC}), None)
-# Sends one text frame (a socket's ``send_text``); see ``Subscription.get``.
+RESYNC_FRAME = Frame.of({"type": RESYNC}, json.dumps({"type": RESYNC}))
+# Sends one text frame (a socket's ``send_text``).
 Sender = Callable[[str], Coroutine[Any, Any, None]]
+# Hands a frame to a socket without waiting: True if it is on its way, False if the socket
+# cannot take it now (it is then queued); raises if the socket has gone. See ``Subscription.get``.
+DirectWrite = Callable[[Frame], bool]
+
+
+def write_directly(write: Callable[[bytes], bool]) -> DirectWrite:
+    """A socket's direct path through the server's frame write (``transport.WRITE_EXTENSION``):
+    the frame's shared bytes go into its transport, no coroutine, no ASGI send."""
+
+    def direct(frame: Frame) -> bool:
+        return write(frame.wire)
+
+    return direct
+
+
+def send_directly(send: Sender) -> DirectWrite:
+    """A socket's direct path through ASGI, for servers without the frame write: the send is
+    run up to its first wait, without a task switch, and abandoned there if it would wait."""
+
+    def direct(frame: Frame) -> bool:
+        coro = send(frame.text)
+        try:
+            coro.send(None)
+        except StopIteration:
+            return True
+        # The transport is paused because the client reads slowly. uvicorn's send waits for
+        # writability before it writes anything, so closing it here drops nothing.
+        coro.close()
+        return False
+
+    return direct
 
 
 class Subscription:
     """The events of one socket's user, in order, behind a bounded queue.
 
-    While the socket's task waits in ``get(direct=send)`` with nothing queued, the hub sends a
-    frame straight through ``send`` from its own reader, as a bare fan-out loop would: no queue,
-    no wake-up of the socket's task, no per-socket encoding. Anything else (the socket's task is
-    busy with a snapshot or a send, or the client reads slowly) goes through the queue.
+    While the socket's task waits in ``get(direct=...)`` with nothing queued, the hub hands a
+    frame straight to ``direct`` from its own reader: no queue, no wake-up of the socket's task,
+    no per-socket encoding. Anything else (the socket's task is busy with a snapshot or a send,
+    or the client reads slowly) goes through the queue, so nothing overtakes what is queued.
     """
 
     def __init__(self, user_id: uuid.UUID, maxsize: int) -> None:
@@ -93,7 +132,7 @@ class Subscription:
         self._maxsize = maxsize
         self._items: deque[Frame] = deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._direct: Sender | None = None
+        self._direct: DirectWrite | None = None
         self._ended: type[SubscriptionClosed] | None = None
         # A direct send that failed (the client has gone): raised by the next ``get``.
         self._error: Exception | None = None
@@ -102,7 +141,7 @@ class Subscription:
         # The newest point in time the socket is known to be current as of (snapshot, cursors).
         self.position: datetime | None = None
 
-    async def get(self, direct: Sender | None = None) -> Frame:
+    async def get(self, direct: DirectWrite | None = None) -> Frame:
         """The next frame to send, or ``RESYNC_FRAME``; raises a ``SubscriptionClosed`` once
         ended. While it waits, frames may instead be sent through ``direct`` by the hub."""
         while True:
@@ -149,23 +188,19 @@ class Subscription:
         self._wake()
         return True
 
-    def _send_now(self, send: Sender, frame: Frame) -> bool:
+    def _send_now(self, direct: DirectWrite, frame: Frame) -> bool:
         """Send without a task switch if the socket can take it at once; False if it cannot."""
-        coro = send(frame.text)
         try:
-            coro.send(None)
-        except StopIteration:
-            self.delivered(frame)
-            return True
+            sent = direct(frame)
         except Exception as exc:
             # The client has gone (or the socket broke): its own task raises this and ends.
             self._error = exc
             self._wake()
             return True
-        # The send would wait: the transport is paused because the client reads slowly.
-        # uvicorn's send waits for writability before it writes anything, so closing it here
-        # drops nothing; the frame is queued and the socket's task sends it when it can.
-        coro.close()
+        if sent:
+            self.delivered(frame)
+            return True
+        # The frame is queued and the socket's task sends it when it can.
         self._wake()
         return False
 
@@ -341,7 +376,7 @@ class Hub:
             return
         # Encoded once for all of the user's sockets (the same form as ``send_json``).
         text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-        frame = Frame(event, text, frame_cursor)
+        frame = Frame.of(event, text, frame_cursor)
         for sub in list(subs):
             if not sub._offer(frame):
                 log.warning("realtime_slow_consumer", user_id=str(user_id))

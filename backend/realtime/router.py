@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import uuid
 from asyncio import FIRST_COMPLETED
+from collections.abc import Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,7 +44,15 @@ from backend.core.db import commit, utcnow
 from backend.core.errors import AppError, dependency_down
 from backend.core.resources import Resources
 from backend.realtime.deps import realtime_hub
-from backend.realtime.hub import RESYNC_FRAME, HubClosed, SlowConsumer, Subscription
+from backend.realtime.hub import (
+    RESYNC_FRAME,
+    HubClosed,
+    SlowConsumer,
+    Subscription,
+    send_directly,
+    write_directly,
+)
+from backend.realtime.transport import WRITE_EXTENSION
 from backend.tasks.events import cursor_for, parse_cursor, task_json
 from backend.tasks.service import active_tasks, changed_tasks
 
@@ -61,6 +70,12 @@ CLOSE_TRY_AGAIN_LATER = 1013
 RESUME_OVERLAP = timedelta(seconds=30)
 # Changed tasks in one resumed snapshot (newest first); active ones are always all there.
 RESUME_LIMIT = 500
+# A message that cannot even be handed to the socket for this long (its buffers are full):
+# the client has stopped reading, and is treated as a slow consumer (1013).
+SEND_TIMEOUT_SECONDS = 10.0
+# How long a close frame may wait for a client that has stopped reading before the connection
+# is dropped without a closing handshake.
+CLOSE_SEND_SECONDS = 5.0
 
 
 def _normalise_origin(origin: str) -> str:
@@ -118,15 +133,28 @@ async def _send_snapshot(
             )
             rows.update((task.id, task) for task in changed)
         tasks = [task_json(task) for task in sorted(rows.values(), key=_created)]
-    await websocket.send_json(
-        {
-            "type": "snapshot",
-            "tasks": tasks,
-            "cursor": cursor_for(read_at),
-            "resumed": since is not None,
-        }
+    await _bounded(
+        websocket.send_json(
+            {
+                "type": "snapshot",
+                "tasks": tasks,
+                "cursor": cursor_for(read_at),
+                "resumed": since is not None,
+            }
+        )
     )
     return read_at
+
+
+async def _bounded(send: Coroutine[Any, Any, None]) -> None:
+    """Run a send; ``SlowConsumer`` if the socket cannot take it in ``SEND_TIMEOUT_SECONDS``.
+    (uvicorn waits for the transport to drain before it writes, so a cancelled send wrote
+    nothing.)"""
+    try:
+        async with asyncio.timeout(SEND_TIMEOUT_SECONDS):
+            await send
+    except TimeoutError:
+        raise SlowConsumer("the client stopped reading") from None
 
 
 def _created(task: Any) -> tuple[datetime, str]:
@@ -137,9 +165,24 @@ async def _forward(
     websocket: WebSocket, resources: Resources, sub: Subscription, user_id: uuid.UUID
 ) -> int:
     """Snapshot, then events and pings until the hub ends the subscription: the close code."""
+    try:
+        await _deliver(websocket, resources, sub, user_id)
+    except SlowConsumer:
+        return CLOSE_TRY_AGAIN_LATER
+    except HubClosed:
+        return CLOSE_SERVICE_RESTART
+    raise AssertionError("unreachable: delivery ends only by an exception")
+
+
+async def _deliver(
+    websocket: WebSocket, resources: Resources, sub: Subscription, user_id: uuid.UUID
+) -> None:
     interval = resources.settings.ws_ping_seconds
     loop = asyncio.get_running_loop()
     send = websocket.send_text
+    # The server's shared-frame write when it offers one (``atelier serve`` does), else ASGI.
+    write = websocket.scope.get("extensions", {}).get(WRITE_EXTENSION)
+    direct = write_directly(write["write"]) if write else send_directly(send)
     # How far this socket is known to be current (``sub.position``): a resync snapshot resumes
     # from there, so a task that finished while the event subscription was down still arrives.
     sub.position = await _send_snapshot(
@@ -148,22 +191,18 @@ async def _forward(
     next_ping = loop.time() + interval
     while True:
         try:
-            # While this waits, the hub sends events through ``send`` itself (see Subscription).
+            # While this waits, the hub sends events through ``direct`` itself (Subscription).
             async with asyncio.timeout_at(next_ping):
-                frame = await sub.get(direct=send)
+                frame = await sub.get(direct=direct)
         except TimeoutError:
-            await websocket.send_json({"type": "ping"})
+            await _bounded(websocket.send_json({"type": "ping"}))
             # From now, not from the missed slot: a stalled loop must not trigger a burst.
             next_ping = max(next_ping + interval, loop.time())
             continue
-        except SlowConsumer:
-            return CLOSE_TRY_AGAIN_LATER
-        except HubClosed:
-            return CLOSE_SERVICE_RESTART
         if frame is RESYNC_FRAME:
             sub.position = await _send_snapshot(websocket, resources, sub, user_id, sub.position)
         else:
-            await send(frame.text)
+            await _bounded(send(frame.text))
             sub.delivered(frame)
 
 
@@ -190,9 +229,20 @@ async def task_updates(websocket: WebSocket) -> None:
     structlog.contextvars.bind_contextvars(user_id=str(user_id))
     code = await _serve(websocket, resources, user_id)
     if code is not None:
+        await _close(websocket, code)
+
+
+async def _close(websocket: WebSocket, code: int) -> None:
+    try:
         # The client may have gone in the meantime; then there is nothing left to close.
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-            await websocket.close(code=code)
+            async with asyncio.timeout(CLOSE_SEND_SECONDS):
+                await websocket.close(code=code)
+    except TimeoutError:
+        log.info("ws_dropped_unread", code=code)
+        server = websocket.scope.get("extensions", {}).get(WRITE_EXTENSION)
+        if server is not None:
+            server["abort"]()
 
 
 async def _serve(websocket: WebSocket, resources: Resources, user_id: uuid.UUID) -> int | None:

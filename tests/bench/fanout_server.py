@@ -10,8 +10,11 @@
   re-encoded once and sent as text to that user's sockets in a plain loop; and ``GET
   /api/bare``, a FastAPI endpoint with no dependency answering a small JSON object.
 
-Both record their full garbage collections (wall-clock start and duration) and write them to
-``--stats`` on exit, so the benchmark can count those that fell inside its measured window.
+Both record their full garbage collections (wall-clock start and duration) and, for each
+benchmark event, when it left Redis for the app and when its last direct send returned
+(wall-clock ns, keyed by the send time the event carries), and write them to ``--stats`` on
+exit: the benchmark counts the collections inside its measured windows and splits each event's
+latency into publish → app, app → written, written → client.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import contextlib
 import cProfile
 import gc
 import json
+import re
 import sys
 import time
 import uuid
@@ -35,10 +39,37 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from redis.asyncio import Redis
 
 from backend.core.gctune import tune_gc
+from backend.realtime.transport import WEBSOCKET_OPTIONS
 from backend.tasks.events import CHANNEL
 
+# The send time a benchmark event carries (``tests.bench.kinds.progress_message``).
+SENT = re.compile(rb"bench i=\d+ t=(\d+)")
+# (send time, handed to the app, all direct sends returned), all ``time.time_ns()``.
+EventTimes = list[tuple[int, int, int]]
 
-def bare_app(redis_url: str) -> FastAPI:
+
+def note_event(into: EventTimes, raw: bytes, got_ns: int) -> None:
+    found = SENT.search(raw)
+    if found is not None:
+        into.append((int(found.group(1)), got_ns, time.time_ns()))
+
+
+def time_hub_events(into: EventTimes) -> None:
+    """Time Atelier's hub from the outside: the production code carries no benchmark hooks."""
+    from backend.realtime.hub import Hub
+
+    dispatch = Hub._dispatch
+
+    def timed(self: Hub, raw: bytes | str) -> None:
+        got_ns = time.time_ns()
+        dispatch(self, raw)
+        if isinstance(raw, bytes):
+            note_event(into, raw, got_ns)
+
+    Hub._dispatch = timed  # type: ignore[method-assign]
+
+
+def bare_app(redis_url: str, times: EventTimes) -> FastAPI:
     sockets: dict[uuid.UUID, set[WebSocket]] = {}
 
     async def fan_out() -> None:
@@ -50,11 +81,13 @@ def bare_app(redis_url: str) -> FastAPI:
                 message = await pubsub.get_message(timeout=30.0)
                 if message is None or message["type"] != "message":
                     continue
+                got_ns = time.time_ns()
                 data = json.loads(message["data"])
                 text = json.dumps(data["event"])
                 for ws in list(sockets.get(uuid.UUID(data["user_id"]), ())):
                     with contextlib.suppress(Exception):
                         await ws.send_text(text)
+                note_event(times, message["data"], got_ns)
         finally:
             await pubsub.aclose()
             await client.aclose()
@@ -115,12 +148,14 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     app: Any
+    times: EventTimes = []
     if args.app == "atelier":
         from backend.main import create_app
 
         app = create_app()
+        time_hub_events(times)
     else:
-        app = bare_app(args.redis_url)
+        app = bare_app(args.redis_url, times)
     if args.gc == "tuned":
         # What ``atelier serve`` does once the application is built.
         tune_gc()
@@ -134,9 +169,7 @@ def main(argv: list[str]) -> int:
         log_config=None,
         access_log=False,
         proxy_headers=False,
-        ws="websockets-sansio",
-        ws_ping_interval=25,
-        ws_ping_timeout=20,
+        **WEBSOCKET_OPTIONS,
         timeout_graceful_shutdown=8,
         http="h11",
     )
@@ -149,7 +182,7 @@ def main(argv: list[str]) -> int:
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
-        Path(args.stats).write_text(json.dumps({"full_gcs": full_gcs}))
+        Path(args.stats).write_text(json.dumps({"full_gcs": full_gcs, "events": times}))
     return 0
 
 

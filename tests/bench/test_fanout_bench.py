@@ -11,10 +11,13 @@ waits until every socket has its frame (closed loop), so each figure is one roun
 
 Runs alternate between the reference and the subject, ``REPEATS`` times each; the figures are
 medians over runs with their range. Reported: per-frame latency p50/p99 (publish → receipt), the
-server process's CPU per delivered frame (Linux ``/proc``), and its full garbage collections
-during the rounds. On a shared 2-core machine absolute figures move with the load; compare the
-ratios. Sizes can be lowered for a quick look with ``BENCH_FANOUT_ROUNDS`` and
-``BENCH_FANOUT_REPEATS``; ``BENCH_FANOUT_GC=default`` runs both servers without ``tune_gc``.
+server process's CPU per delivered frame (Linux ``/proc``), its full garbage collections during
+the rounds, and where each event's time went: publish → the app has it (the servers timestamp
+that, and the end of their writes, see ``fanout_server``) → written → last frame parsed by a
+client. Both servers run the WebSocket options of ``atelier serve`` (compression off). On a
+shared 2-core machine absolute figures move with the load; compare the ratios. Sizes can be
+lowered for a quick look with ``BENCH_FANOUT_ROUNDS`` and ``BENCH_FANOUT_REPEATS``;
+``BENCH_FANOUT_GC=default`` runs both servers without ``tune_gc``.
 """
 
 from __future__ import annotations
@@ -169,6 +172,8 @@ class RunResult:
     cpu_us_per_frame: float
     window: tuple[float, float]
     seconds: float
+    # Each measured event's last receipt on any socket, by its send time (ns).
+    last_ns: dict[int, int]
 
     @property
     def p50(self) -> float:
@@ -281,14 +286,48 @@ async def run_once(
             client.stop()
 
     latencies: list[float] = []
+    last_ns: dict[int, int] = {}
     for out in outs:
         result = json.loads(out.read_text())
         assert not result["stalled"]
         assert result["events_complete"] == total
         latencies += [us / 1000 for us in result["latencies_us"]]
+        for sent, received in result["last_ns"].items():
+            last_ns[int(sent)] = max(received, last_ns.get(int(sent), 0))
     assert len(latencies) == ROUNDS * len(targets)
     frames = total * len(targets)
-    return RunResult(server.name, latencies, cpu / frames * 1e6, window, seconds)
+    return RunResult(server.name, latencies, cpu / frames * 1e6, window, seconds, last_ns)
+
+
+def breakdown(stats: Path, runs: list[RunResult]) -> dict[str, list[float]]:
+    """Per measured event (ms): publish → handed to the app (Redis, the app's loop, and any
+    earlier event still being written), → its direct sends returned (the app writing 250
+    frames), → its last frame parsed by a client (kernel, the client processes' own CPU)."""
+    parts: dict[str, list[float]] = {
+        "first_to_app": [],
+        "to_app": [],
+        "writing": [],
+        "to_client": [],
+        "total": [],
+    }
+    if not stats.exists():
+        return parts
+    last_ns: dict[int, int] = {}
+    for run in runs:
+        last_ns.update(run.last_ns)
+    # Measured events only (not warm-up rounds, nor those of the other server's runs: both
+    # servers hear every event), in publishing order: each round is USERS events in a row.
+    measured = sorted(e for e in json.loads(stats.read_text())["events"] if e[0] in last_ns)
+    for n, (sent, got, done) in enumerate(measured):
+        received = last_ns[sent]
+        if n % USERS == 0:
+            # Nothing ahead of it in the app: Redis and the app's wake-up alone.
+            parts["first_to_app"].append((got - sent) / 1e6)
+        parts["to_app"].append((got - sent) / 1e6)
+        parts["writing"].append((done - got) / 1e6)
+        parts["to_client"].append((received - done) / 1e6)
+        parts["total"].append((received - sent) / 1e6)
+    return parts
 
 
 def full_gcs_in(stats: Path, windows: list[tuple[float, float]]) -> list[float]:
@@ -373,6 +412,7 @@ async def test_fanout_1000_sockets(
         server.name: full_gcs_in(server.stats, [r.window for r in of(server.name)])
         for server in (atelier, bare)
     }
+    parts = {server.name: breakdown(server.stats, of(server.name)) for server in (atelier, bare)}
     ratios = [
         a.cpu_us_per_frame / b.cpu_us_per_frame
         for a, b in zip(of("atelier"), of("bare"), strict=True)
@@ -388,6 +428,18 @@ async def test_fanout_1000_sockets(
             f"| {spread([r.cpu_us_per_frame for r in runs])} "
             f"| {len(gcs[name])} ({max(gcs[name], default=0):.0f}) |"
         )
+    bench.line(
+        "  where the time goes, per event (p50 / p99 ms over all runs' events): publish → app "
+        "for a round's first event | publish → app, any event (includes waiting for earlier "
+        "users' events to be written) | app writing its 250 frames | written → last frame "
+        "parsed by a client | total"
+    )
+    for name in ("bare", "atelier"):
+        cells = " | ".join(
+            f"{percentile(v, 50):.1f} / {percentile(v, 99):.1f}" if v else "-"
+            for v in parts[name].values()
+        )
+        bench.line(f"  | {name} | {cells} |")
     bench.line(
         f"  CPU per frame ÷ bare, per pair: {spread(ratios, '.2f')} (goal ≤ 1.2); "
         f"p99 ÷ bare p99: {spread(p99_ratios, '.2f')}; "

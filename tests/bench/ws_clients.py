@@ -9,7 +9,13 @@ then closes the sockets. The latencies (receipt minus the send time carried in t
 microseconds, warm-up events left out) go to ``--out`` as JSON.
 
 Kept out of the API's process so that parsing a thousand frames per event is not charged to the
-server's event loop, just as browsers do not share the API's CPU.
+server's event loop, just as browsers do not share the API's CPU. Still, on a shared 2-core
+machine the clients' own CPU time delays every receipt, so they do as little as a browser's
+socket would before the page sees a message: each frame is timestamped and counted in the
+connection's protocol callback as soon as it is parsed (and inflated, if the server negotiated
+compression), with no reader task per socket to wake and no message queue; the round and send
+time are read with a regular expression rather than a JSON parser; every frame is still read
+whole. The event loop is uvloop's, as the servers'.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import resource
 import sys
 import time
@@ -26,14 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import uvloop
 from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
-
-from tests.bench.kinds import parse_progress_message
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event
 
 OPEN_TIMEOUT = 30.0
 # Without a new complete event for this long, the run has stalled: give up and report.
 STALL_TIMEOUT = 30.0
+# A benchmark event's task message (``tests.bench.kinds.progress_message``) in the raw frame.
+EVENT = re.compile(rb'"message":\s*"bench i=(\d+) t=(\d+)"')
 
 
 def raise_open_file_limit() -> int:
@@ -58,59 +68,73 @@ class Run:
     complete: int = 0
     progressed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def received(self, index: int, sent_ns: int, received_ns: int) -> None:
+    # The last receipt of each measured event (keyed by its send time, unique per event): the
+    # benchmark sets it against the server's own timestamps to show where the time goes.
+    last_ns: dict[int, int] = field(default_factory=dict)
+
+    def record(self, index: int, sent_ns: int, received_ns: int) -> bool:
+        """Count one frame; True when it completes its round on every socket."""
         if index >= self.warmup:
             self.latencies_us.append((received_ns - sent_ns) // 1000)
+            if received_ns > self.last_ns.get(sent_ns, 0):
+                self.last_ns[sent_ns] = received_ns
         count = self.counts.get(index, 0) + 1
         self.counts[index] = count
         if count == self.sockets:
             del self.counts[index]
             self.complete += 1
             self.progressed.set()
-            await self.redis.rpush(self.ack_key, b"1")
+            return True
+        return False
 
 
-async def open_socket(url: str, cookie: str) -> ClientConnection:
+class BenchConnection(ClientConnection):
+    """Records benchmark frames as they are parsed; anything else goes the usual way."""
+
+    run: Run | None = None
+    acks: set[asyncio.Task[Any]]
+
+    def process_event(self, event: Event) -> None:
+        run = self.run
+        if run is not None and isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+            received_ns = time.time_ns()
+            found = EVENT.search(event.data)
+            if found is not None:
+                if run.record(int(found.group(1)), int(found.group(2)), received_ns):
+                    ack = asyncio.ensure_future(run.redis.rpush(run.ack_key, b"1"))
+                    self.acks.add(ack)
+                    ack.add_done_callback(self.acks.discard)
+                return
+        super().process_event(event)
+
+
+async def open_socket(url: str, cookie: str) -> BenchConnection:
     ws = await connect(
         url,
         additional_headers={"Cookie": cookie},
+        create_connection=BenchConnection,
         open_timeout=OPEN_TIMEOUT,
         close_timeout=2,
         # Keep-alive pings are noise here; the run is short. Compression stays as browsers have
-        # it: permessage-deflate is offered, and the server accepts it.
+        # it: permessage-deflate is offered, and the server decides (``atelier serve`` declines).
         ping_interval=None,
         max_queue=None,
     )
     first = json.loads(await asyncio.wait_for(ws.recv(), OPEN_TIMEOUT))
     if first.get("type") != "snapshot":
         raise RuntimeError(f"expected a snapshot first, got {first!r}")
+    assert isinstance(ws, BenchConnection)
     return ws
 
 
-async def open_all(url: str, cookie: str, count: int, concurrency: int) -> list[ClientConnection]:
+async def open_all(url: str, cookie: str, count: int, concurrency: int) -> list[BenchConnection]:
     gate = asyncio.Semaphore(concurrency)
 
-    async def one() -> ClientConnection:
+    async def one() -> BenchConnection:
         async with gate:
             return await open_socket(url, cookie)
 
     return list(await asyncio.gather(*(one() for _ in range(count))))
-
-
-async def read(ws: ClientConnection, run: Run) -> None:
-    last = run.events - 1
-    async for raw in ws:
-        received_ns = time.time_ns()
-        message: dict[str, Any] = json.loads(raw)
-        if message.get("type") != "task.updated":
-            continue
-        parsed = parse_progress_message(message["task"].get("message"))
-        if parsed is None:
-            continue
-        index, sent_ns = parsed
-        await run.received(index, sent_ns, received_ns)
-        if index == last:
-            return
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -121,7 +145,10 @@ async def main(args: argparse.Namespace) -> int:
     open_seconds = time.perf_counter() - started
     redis = Redis.from_url(args.redis_url)
     run = Run(args.sockets, args.events, args.warmup, redis, args.ack_key)
-    readers = [asyncio.create_task(read(ws, run)) for ws in sockets]
+    acks: set[asyncio.Task[Any]] = set()
+    for ws in sockets:
+        ws.acks = acks
+        ws.run = run
     sys.stdout.write(f"READY sockets={len(sockets)} open_s={open_seconds:.2f} nofile={limit}\n")
     sys.stdout.flush()
 
@@ -138,9 +165,7 @@ async def main(args: argparse.Namespace) -> int:
     cpu_seconds = time.process_time() - cpu_started
     sys.stdout.write(f"DONE events={run.complete}\n")
     sys.stdout.flush()
-    for reader in readers:
-        reader.cancel()
-    await asyncio.gather(*readers, return_exceptions=True)
+    await asyncio.gather(*acks, return_exceptions=True)
 
     gate = asyncio.Semaphore(args.concurrency)
 
@@ -181,4 +206,4 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(parse_args(sys.argv[1:]))))
+    sys.exit(uvloop.run(main(parse_args(sys.argv[1:]))))

@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from backend.core.db import Database, commit
 from backend.core.redis import create_redis
-from backend.realtime.hub import Hub, HubClosed, SlowConsumer, Subscription
+from backend.realtime.hub import Hub, HubClosed, SlowConsumer, Subscription, send_directly
 from backend.realtime.router import router as realtime_router
 from backend.tasks.events import CHANNEL, publish
 from backend.tasks.models import Task, TaskStatus
@@ -540,7 +540,7 @@ async def test_hub_sends_straight_to_an_idle_socket_and_queues_what_would_wait(
     async def socket_task(sub: Subscription) -> None:
         nonlocal woken
         while True:
-            frame = await sub.get(direct=send)
+            frame = await sub.get(direct=send_directly(send))
             woken += 1
             await send(frame.text)
             sub.delivered(frame)
@@ -572,7 +572,7 @@ async def test_hub_hands_a_failed_direct_send_to_the_socket_task(hub: Hub, redis
         raise ConnectionResetError("the client has gone")
 
     async with hub.subscribe(user) as sub, asyncio.timeout(TIMEOUT):
-        waiting = asyncio.create_task(sub.get(direct=send))
+        waiting = asyncio.create_task(sub.get(direct=send_directly(send)))
         await asyncio.sleep(0)
         await redis.publish(CHANNEL, raw_event(user, 1))
         with pytest.raises(ConnectionResetError):
