@@ -117,8 +117,7 @@ async def list_batches(user: CurrentUser, session: SessionDep, page: PageDep) ->
     "/api/batches/{batch_id}", response_model=BatchOut, responses=problem_responses(404, 422)
 )
 async def get_batch(batch_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> BatchOut:
-    batch = await service.get_batch(session, user_id=user.id, batch_id=batch_id)
-    return BatchOut(**await service.batch_out(session, batch))
+    return BatchOut(**await service.batch_view(session, user_id=user.id, batch_id=batch_id))
 
 
 @router.delete(

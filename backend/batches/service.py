@@ -214,10 +214,32 @@ def batch_json(batch: Batch, task: Task | None, counts: tuple[int, int] = (0, 0)
     }
 
 
-async def batch_out(session: AsyncSession, batch: Batch) -> dict[str, Any]:
-    task = await session.get(Task, batch.task_id) if batch.task_id else None
-    counts = await item_counts(session, [batch.id])
-    return batch_json(batch, task, counts.get(batch.id, (0, 0)))
+def _count_of(status: ItemStatus) -> Any:
+    return (
+        select(func.count())
+        .where(BatchItem.batch_id == Batch.id, BatchItem.status == status)
+        .correlate(Batch)
+        .scalar_subquery()
+    )
+
+
+async def batch_view(
+    session: AsyncSession, *, user_id: uuid.UUID, batch_id: uuid.UUID
+) -> dict[str, Any]:
+    """The user's batch as the API shows it, in one statement (the batch, its task and its counts):
+    what clients poll while a batch runs."""
+    row = (
+        await session.execute(
+            select(Batch, Task, _count_of(ItemStatus.succeeded), _count_of(ItemStatus.failed))
+            .outerjoin(Task, Task.id == Batch.task_id)
+            .where(Batch.id == batch_id)
+        )
+    ).first()
+    # Another user's batch answers exactly like a missing one.
+    if row is None or row[0].user_id != user_id:
+        raise BatchNotFound("No such batch.")
+    batch, task, succeeded, failed = row
+    return batch_json(batch, task, (succeeded, failed))
 
 
 async def list_batches(

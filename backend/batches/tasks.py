@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 
 from backend.auth.models import User
 from backend.batches import webhooks
@@ -28,6 +30,7 @@ from backend.batches.models import (
     WebhookDelivery,
     settled_status,
 )
+from backend.batches.prepare import Undecodable, prepare
 from backend.batches.service import (
     fetch_policy,
     item_counts,
@@ -39,15 +42,23 @@ from backend.core.db import commit, utcnow
 from backend.core.pixels import run_pixels
 from backend.core.resources import Resources
 from backend.images import service as images
-from backend.images.compress import to_jpeg
-from backend.images.validation import FORMAT_MIME, sniff_format
+from backend.images.validation import ValidationFailure
 from backend.tasks.registry import TaskCanceled, TaskContext, TaskError, task
 
 log = structlog.get_logger(__name__)
 FETCH_TRIES = 3
 OUTPUT_CACHE = "private, max-age=31536000, immutable"
-REPORT_SECONDS = 0.25
+REPORT_SECONDS = 1.0
 LOCAL_WIDTH = 4
+# Bytes of fetched originals that may wait for their commit (each is stored in the commit's
+# transaction): enough for a chunk of product images to share one commit, while one image up
+# to the fetch limit still fits alone.
+WAITING_BYTES = 32 * 1024 * 1024
+# Outcomes committed together at most; what one transaction holds locked and in memory.
+COMMIT_MOST = 32
+# How long the first outcome waits for others before a commit; small next to the image's own
+# time from fetch to commit, and the bytes that wait are bounded by WAITING_BYTES.
+LINGER = 0.05
 
 
 def output_key(batch: Batch, item: BatchItem) -> str:
@@ -74,67 +85,195 @@ async def _fetch(resources: Resources, item: BatchItem) -> bytes | FetchError:
         return exc
 
 
-async def _process(
-    resources: Resources, batch: Batch, user: User, item: BatchItem, fetched: bytes | FetchError
-) -> None:
-    """One fetched URL to its end: the image recorded, its output stored, the item's outcome.
+@dataclass
+class Outcome:
+    """What became of one item, waiting to be committed with others."""
 
-    The image, its output and the item's outcome are committed together, in one transaction:
-    a round trip fewer per image, and an item never reads succeeded without its output."""
-    status, error, code = ItemStatus.succeeded, None, None
+    item: BatchItem
+    status: ItemStatus = ItemStatus.succeeded
+    error: str | None = None
+    code: str | None = None
+    # Refused bytes are recorded as a failed image, as an upload would be (how many bytes).
+    refused: tuple[ValidationFailure, int] | None = None
+    rendered: images.Rendered | None = None
+    output_key: str | None = None
+    output_bytes: int | None = None
     image_id: uuid.UUID | None = None
-    key: str | None = None
-    size: int | None = None
-    data: bytes | None = None
+
+
+async def _prepare(
+    resources: Resources, batch: Batch, item: BatchItem, fetched: bytes | FetchError
+) -> Outcome:
+    """One fetched URL through validation, compression and thumbnails (one decode, in a
+    worker thread) and its compressed output stored; nothing is written to the database."""
     if isinstance(fetched, FetchError):
-        status, error, code = ItemStatus.failed, str(fetched), fetched.code
-    else:
-        data = fetched
-    async with resources.db.sessionmaker() as session:
-        if data is not None:
-            try:
-                image = await images.ingest(
-                    session,
-                    images.Deps.of(resources),
-                    user=user,
-                    data=data,
-                    filename=_name_of(item.url),
-                    content_type=_declared_type(data),
-                    source="batch",
-                )
-                compressed, _, _ = await run_pixels(to_jpeg, data, quality=batch.quality)
-                key = output_key(batch, item)
-                await resources.storage.put(
-                    key, compressed, content_type="image/jpeg", cache_control=OUTPUT_CACHE
-                )
-                image_id, size = image.id, len(compressed)
-            except images.UploadRejected as exc:
-                status, error, code = ItemStatus.failed, exc.detail, exc.code
-            except ValueError as exc:
-                status, error, code, key = ItemStatus.failed, str(exc), "batch.undecodable", None
-        await session.execute(
-            update(BatchItem)
-            .where(BatchItem.id == item.id)
-            .values(
-                status=status,
-                error=error,
-                error_code=code,
-                image_id=image_id,
-                output_key=key,
-                output_bytes=size,
-                finished_at=utcnow(),
+        return Outcome(item, ItemStatus.failed, str(fetched), fetched.code)
+    settings = resources.settings
+    try:
+        prepared = await run_pixels(
+            prepare,
+            fetched,
+            quality=batch.quality,
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+        )
+    except ValidationFailure as failure:
+        return Outcome(
+            item,
+            ItemStatus.failed,
+            failure.message,
+            failure.code,
+            refused=(failure, len(fetched)),
+        )
+    except Undecodable as exc:
+        return Outcome(item, ItemStatus.failed, str(exc), "batch.undecodable")
+    key = output_key(batch, item)
+    # Before the commit: the key derives from the item, so a rerun after a crash overwrites it.
+    await resources.storage.put(
+        key, prepared.compressed, content_type="image/jpeg", cache_control=OUTPUT_CACHE
+    )
+    rendered = images.Rendered(
+        data=fetched,
+        filename=_name_of(item.url),
+        content_type=prepared.content_type,
+        meta=prepared.meta,
+        thumbnails=prepared.thumbnails,
+    )
+    return Outcome(item, rendered=rendered, output_key=key, output_bytes=len(prepared.compressed))
+
+
+_ITEMS = cast(Table, BatchItem.__table__)
+_SETTLE_ITEM = (
+    update(_ITEMS)
+    .where(_ITEMS.c.id == bindparam("item_id"))
+    .values(
+        {
+            # Bind names unlike the columns': SQLAlchemy reserves those for its own SET binds.
+            name: bindparam(f"v_{name}")
+            for name in (
+                "status",
+                "error",
+                "error_code",
+                "image_id",
+                "output_key",
+                "output_bytes",
+                "finished_at",
             )
+        }
+    )
+)
+
+
+async def _record(resources: Resources, user: User, outcomes: list[Outcome]) -> None:
+    """Several items' images, rows and outcomes in one transaction: a handful of statements
+    for all of them. An item never reads succeeded without its image and output, and a crash
+    before the commit leaves every one of them pending, to be redone by the rerun."""
+    async with resources.db.sessionmaker() as session:
+        refused = [o for o in outcomes if o.refused is not None]
+        if refused:
+            await images.record_failures(
+                session,
+                user=user,
+                failures=[(_name_of(o.item.url), *o.refused) for o in refused if o.refused],
+            )
+        made = [o for o in outcomes if o.rendered is not None]
+        if made:
+            recorded = await images.ingest_rendered(
+                session,
+                images.Deps.of(resources),
+                user=user,
+                rendered=[o.rendered for o in made if o.rendered is not None],
+                source="batch",
+            )
+            for outcome, image in zip(made, recorded, strict=True):
+                outcome.image_id = image.id
+        now = utcnow()
+        # A Core executemany: the ORM's bulk update by primary key costs more per row.
+        await session.execute(
+            _SETTLE_ITEM,
+            [
+                {
+                    "item_id": o.item.id,
+                    "v_status": o.status,
+                    "v_error": o.error,
+                    "v_error_code": o.code,
+                    "v_image_id": o.image_id,
+                    "v_output_key": o.output_key,
+                    "v_output_bytes": o.output_bytes,
+                    "v_finished_at": now,
+                }
+                for o in outcomes
+            ],
         )
         await commit(session)
 
 
+class GroupCommit:
+    """Outcomes that arrive while a commit is under way are committed together by the next
+    one: at one image at a time this is a commit per image, and the more images finish at once
+    the more share each commit. ``record`` returns once its outcome is committed."""
+
+    def __init__(
+        self, write: Callable[[list[Outcome]], Awaitable[None]], *, most: int, linger: float
+    ) -> None:
+        self._write = write
+        self._most = most
+        self._linger = linger
+        self._waiting: list[tuple[Outcome, asyncio.Future[None]]] = []
+        self._writing = False
+
+    async def record(self, outcome: Outcome) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((outcome, done))
+        if not self._writing:
+            # This caller writes until nothing waits, its own outcome first.
+            self._writing = True
+            try:
+                if len(self._waiting) < self._most:
+                    # A moment for the images right behind to share this commit: when they
+                    # arrive one by one (one fetch at a time), most would otherwise go alone.
+                    await asyncio.sleep(self._linger)
+                while self._waiting:
+                    chunk, self._waiting = self._waiting[: self._most], self._waiting[self._most :]
+                    try:
+                        await self._write([o for o, _ in chunk])
+                    except BaseException as exc:
+                        for _, waiter in chunk:
+                            if waiter.done():
+                                continue
+                            if isinstance(exc, Exception) and waiter is not done:
+                                waiter.set_exception(exc)
+                            else:
+                                waiter.cancel()
+                        raise
+                    for _, waiter in chunk:
+                        waiter.set_result(None)
+            finally:
+                self._writing = False
+        await done
+
+
+class ByteBudget:
+    """At most ``limit`` bytes held at once; a single larger holder is let in alone."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._freed = asyncio.Event()
+
+    async def acquire(self, n: int) -> None:
+        while self._used and self._used + n > self._limit:
+            self._freed.clear()
+            await self._freed.wait()
+        self._used += n
+
+    def release(self, n: int) -> None:
+        self._used -= n
+        self._freed.set()
+
+
 def _name_of(url: str) -> str:
     return (url.rstrip("/").rsplit("/", 1)[-1].split("?")[0] or "image")[:200]
-
-
-def _declared_type(data: bytes) -> str:
-    fmt = sniff_format(data)
-    return FORMAT_MIME.get(fmt or "", "application/octet-stream")
 
 
 async def _counts(resources: Resources, batch_id: uuid.UUID) -> tuple[int, int]:
@@ -233,9 +372,11 @@ async def run_batch(ctx: TaskContext) -> dict[str, Any]:
     # The setting bounds the fetches (the load on the shop's servers); the local work on what
     # was fetched runs at least LOCAL_WIDTH wide, so one fetch at a time does not also mean one
     # database round trip at a time. A fetch slot is held until its bytes have a local slot,
-    # so at most batch_concurrency fetched images wait in memory.
+    # and a local slot until its image's outputs are made and its bytes fit in WAITING_BYTES,
+    # so at most batch_concurrency + LOCAL_WIDTH fetched images and WAITING_BYTES wait.
     fetch_slots = asyncio.Semaphore(resources.settings.batch_concurrency)
     local_slots = asyncio.Semaphore(max(LOCAL_WIDTH, resources.settings.batch_concurrency))
+    waiting = ByteBudget(WAITING_BYTES)
     # Progress (a locked row update, a commit and an event) at most every 5 % of the images or
     # every REPORT_SECONDS, not per image: for small images it cost more than the image itself.
     step = max(1, -(-total // 20))
@@ -247,19 +388,28 @@ async def run_batch(ctx: TaskContext) -> dict[str, Any]:
         # The last 5 % are the webhook's.
         await ctx.progress(int(finished * 95 / total), f"{finished} of {batch.total_images} images")
 
+    recorder = GroupCommit(partial(_record, resources, user), most=COMMIT_MOST, linger=LINGER)
+
     async def one(item: BatchItem) -> None:
         async with fetch_slots:
             fetched = await _fetch(resources, item)
             await local_slots.acquire()
         try:
-            await _process(resources, batch, user, item, fetched)
-            state["finished"] += 1
-            due = state["finished"] - state["reported"] >= step
-            if due or time.monotonic() - state["at"] >= REPORT_SECONDS:
-                # Also where a cancel request is seen.
-                await report()
+            outcome = await _prepare(resources, batch, item, fetched)
+            held = len(outcome.rendered.data) if outcome.rendered else 0
+            del fetched  # the original's bytes are held by the outcome until its commit
+            await waiting.acquire(held)
         finally:
             local_slots.release()
+        try:
+            await recorder.record(outcome)
+        finally:
+            waiting.release(held)
+        state["finished"] += 1
+        due = state["finished"] - state["reported"] >= step
+        if due or time.monotonic() - state["at"] >= REPORT_SECONDS:
+            # Also where a cancel request is seen.
+            await report()
 
     try:
         async with asyncio.TaskGroup() as group:

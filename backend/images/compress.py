@@ -37,6 +37,13 @@ def to_jpeg(
     return _encode_jpeg(pixels, quality), width, height
 
 
+def jpeg_of_pixels(pixels: Pixels, *, quality: int) -> bytes:
+    """``to_jpeg``'s encoding of pixels the caller already decoded (upright, BGR)."""
+    if not MIN_QUALITY <= quality <= MAX_QUALITY:
+        raise ValueError(f"quality must be between {MIN_QUALITY} and {MAX_QUALITY}")
+    return _encode_jpeg(pixels, quality)
+
+
 def _encode_jpeg(pixels: Pixels, quality: int) -> bytes:
     params = [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_OPTIMIZE, 1]
     # OpenCV encodes bare pixels (a JFIF header and nothing else): no EXIF, GPS, ICC, XMP or

@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from pydantic_core import to_json
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import (
     BindParameter,
     Integer,
     Select,
+    Table,
     Text,
     and_,
     bindparam,
-    cast,
     func,
     or_,
     select,
 )
+from sqlalchemy import cast as sql_cast
+from sqlalchemy import insert as insert_rows
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from backend.auth.models import User
@@ -50,7 +56,7 @@ from backend.images.metadata import Metadata, extract
 from backend.images.models import Blob, Image, ImageSource, ImageStatus, Upload
 from backend.images.originals import original_key, staging_key
 from backend.images.schemas import Exif, ImageOut, Stats, Thumbnails
-from backend.images.tasks import thumbnail_key
+from backend.images.tasks import THUMBNAIL_CACHE, thumbnail_key
 from backend.images.thumbnails import SIZES
 from backend.images.validation import (
     ValidationFailure,
@@ -65,9 +71,12 @@ from backend.storage.base import (
     Storage,
     StorageError,
 )
+from backend.tasks import events
 from backend.tasks import service as tasks
 from backend.tasks.deps import task_queue
+from backend.tasks.models import Task, TaskStatus
 from backend.tasks.queue import TaskQueue
+from backend.tasks.registry import spec_for
 
 log = structlog.get_logger(__name__)
 THUMBNAIL_KIND = "thumbnails"
@@ -367,6 +376,218 @@ async def ingest(
     return image
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """Bytes that passed ``inspect`` (with ``content_type`` as the declared type), their
+    ``extract`` metadata, and their thumbnails as ``render_thumbnails`` makes them (``SIZES``,
+    JPEG), rendered by a caller that had the pixels decoded for its own work anyway."""
+
+    data: bytes
+    filename: str
+    content_type: str
+    meta: Metadata
+    thumbnails: dict[str, bytes]
+
+
+async def ingest_rendered(
+    session: AsyncSession,
+    deps: Deps,
+    *,
+    user: User,
+    rendered: Sequence[Rendered],
+    source: str,
+) -> list[Image]:
+    """``ingest`` of many validated images at once, with their thumbnails already rendered:
+    one image per entry, in order, in a handful of statements whatever their number.
+
+    What results is what ``ingest`` and then the thumbnails task would leave: a new original is
+    stored with its thumbnails under the same keys, its images are ready and its thumbnails task
+    is recorded as succeeded (with its event), so the image is never re-read and re-decoded. An
+    image whose blob already exists takes the path ``ingest`` takes (ready if the blob has
+    thumbnails, else processing with a thumbnails task of its own)."""
+    if not rendered:
+        return []
+    storage = deps.storage
+    locked = (
+        select(Blob)
+        .where(Blob.user_id == user.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    # Locked, as in ``_shared_blob``: a concurrent delete cannot remove a blob under these.
+    shas = list(dict.fromkeys(r.meta.sha256 for r in rendered))
+    blobs = {b.sha256: b for b in await session.scalars(locked.where(Blob.sha256.in_(shas)))}
+    new = {r.meta.sha256: r for r in rendered if r.meta.sha256 not in blobs}
+    ours: dict[str, uuid.UUID] = {}
+    if new:
+        rows: list[dict[str, Any]] = []
+        puts: list[Awaitable[None]] = []
+        for sha, r in new.items():
+            key = original_key(user.id, sha, r.meta.format)
+            probe = Blob(user_id=user.id, sha256=sha)
+            thumbs = {size: thumbnail_key(probe, size) for size in r.thumbnails}
+            # Same keys, same bytes as ``_shared_blob`` and the thumbnails task write.
+            puts.append(storage.put(key, r.data, content_type=r.content_type))
+            puts.extend(
+                storage.put(
+                    thumbs[size], data, content_type="image/jpeg", cache_control=THUMBNAIL_CACHE
+                )
+                for size, data in r.thumbnails.items()
+            )
+            ours[sha] = uuid.uuid4()
+            rows.append(
+                {
+                    "id": ours[sha],
+                    "created_at": utcnow(),
+                    "user_id": user.id,
+                    "sha256": sha,
+                    "storage_key": key,
+                    "content_type": r.content_type,
+                    "format": r.meta.format,
+                    "size_bytes": r.meta.size_bytes,
+                    "width": r.meta.width,
+                    "height": r.meta.height,
+                    "exif": r.meta.exif,
+                    "thumbnails": thumbs,
+                }
+            )
+        # All of them at once: the storage round trips overlap instead of adding up.
+        await asyncio.gather(*puts)
+        insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
+        # A concurrent twin (another upload of the same bytes) may win: its row stays.
+        await session.execute(
+            insert(_table(Blob)).on_conflict_do_nothing(index_elements=["user_id", "sha256"]),
+            rows,
+        )
+        blobs.update(
+            (b.sha256, b) for b in await session.scalars(locked.where(Blob.sha256.in_(list(new))))
+        )
+        if any(sha not in blobs for sha in new):
+            raise Conflict("The same file was being deleted; upload it again.", code="upload.retry")
+    now = utcnow()
+    made: list[Image] = []
+    settled: dict[uuid.UUID, tuple[Blob, list[Image]]] = {}
+    for r in rendered:
+        blob = blobs[r.meta.sha256]
+        ready = bool(blob.thumbnails)
+        image = Image(
+            id=uuid.uuid4(),
+            user_id=user.id,
+            blob_id=blob.id,
+            original_name=r.filename,
+            status=ImageStatus.ready if ready else ImageStatus.processing,
+            size_bytes=blob.size_bytes,
+            source=source,
+            parent_id=None,
+            caption=None,
+            caption_model=None,
+            error=None,
+            error_code=None,
+            processed_at=now if ready else None,
+            created_at=now,
+        )
+        made.append(image)
+        if ours.get(blob.sha256) == blob.id:
+            settled.setdefault(blob.id, (blob, []))[1].append(image)
+    # Core inserts of plain rows (one cached executemany each): the unit of work's, and even
+    # the ORM bulk path's, per-row bookkeeping cost more than the statements. The objects are
+    # returned (and given to the hooks) as built, unattached.
+    await session.execute(insert_rows(_table(Image)), [_row(image) for image in made])
+    spec = spec_for(THUMBNAIL_KIND)
+    done = [
+        # What the thumbnails task would have recorded on succeeding, its first attempt.
+        Task(
+            id=uuid.uuid4(),
+            user_id=user.id,
+            kind=THUMBNAIL_KIND,
+            status=TaskStatus.succeeded,
+            progress=100,
+            message="done",
+            payload={"blob_id": str(blob.id)},
+            image_id=images[0].id,
+            result={
+                "thumbnails": sorted(blob.thumbnails or {}),
+                "images": [str(image.id) for image in images],
+            },
+            error=None,
+            error_code=None,
+            attempts=1,
+            max_attempts=spec.max_attempts,
+            cancel_requested=False,
+            sketch_id=None,
+            batch_id=None,
+            deadline_at=None,
+            started_at=now,
+            finished_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        for blob, images in settled.values()
+    ]
+    for image in made:
+        if image.status == ImageStatus.processing:
+            await tasks.create_task(
+                session,
+                deps.queue,
+                deps.redis,
+                user_id=user.id,
+                kind=THUMBNAIL_KIND,
+                payload={"blob_id": str(image.blob_id)},
+                image_id=image.id,
+            )
+    if done:
+        await session.execute(insert_rows(_table(Task)), [_row(task) for task in done])
+        on_commit(session, lambda: _announce(deps.redis, done))
+    for image in made:
+        for hook in _after_ingest:
+            await hook(session, deps, image)
+    return made
+
+
+def _table(model: type[Any]) -> Table:
+    return cast(Table, model.__table__)
+
+
+def _row(obj: Any) -> dict[str, Any]:
+    """An unattached ORM object's column values, for a bulk insert."""
+    return {column.key: getattr(obj, column.key) for column in obj.__table__.columns}
+
+
+async def _announce(redis: Redis, finished: list[Task]) -> None:
+    """The events of tasks recorded as finished, in one round trip; like ``events.publish``,
+    a lost event is repaired by the next snapshot, so a Redis hiccup fails nothing."""
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            for task in finished:
+                events.stage(pipe, task)
+            await pipe.execute()
+    except (RedisError, OSError) as exc:
+        log.warning("task_event_publish_failed", tasks=len(finished), error=str(exc))
+
+
+async def record_failures(
+    session: AsyncSession, *, user: User, failures: Sequence[tuple[str, ValidationFailure, int]]
+) -> list[Image]:
+    """Refused images (name, why, size received) recorded as ``ingest`` records each one, in
+    one flush and without committing: the caller's transaction carries them."""
+    made = [
+        Image(
+            id=uuid.uuid4(),
+            user_id=user.id,
+            original_name=name,
+            status=ImageStatus.failed,
+            error=failure.message,
+            error_code=failure.code,
+            size_bytes=size,
+            processed_at=utcnow(),
+        )
+        for name, failure, size in failures
+    ]
+    session.add_all(made)
+    await session.flush()
+    return made
+
+
 async def _shared_blob(
     session: AsyncSession,
     deps: Deps,
@@ -528,8 +749,8 @@ _LISTED: tuple[Any, ...] = (
     Blob.height,
     Blob.format,
     Blob.size_bytes.label("blob_size_bytes"),
-    cast(Blob.exif, Text).label("exif"),
-    cast(Blob.thumbnails, Text).label("thumbnails"),
+    sql_cast(Blob.exif, Text).label("exif"),
+    sql_cast(Blob.thumbnails, Text).label("thumbnails"),
 )
 _ID, _STATUS, _CREATED_AT, _BLOB_ID, _TOTAL = 0, 2, 10, 12, 20
 # A JSON column's text for "nothing": SQL NULL, JSON null, or an empty object.

@@ -32,15 +32,24 @@ def render_thumbnails(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict[str, bytes]:
     """Encoded thumbnails keyed like ``sizes``. Raises ValueError on undecodable data."""
-    if fmt not in _FORMATS:
-        raise ValueError(f"unsupported thumbnail format {fmt!r}")
-    if not 1 <= quality <= 100:
-        raise ValueError("quality must be between 1 and 100")
-    if not sizes or any(side <= 0 for side in sizes.values()):
-        raise ValueError("sizes must be positive long-side lengths")
+    _check(sizes, fmt, quality)
+    pixels, size = decode_oriented(data, max(sizes.values()), max_pixels=max_pixels)
+    return render_pixels(pixels, size, sizes, fmt=fmt, quality=quality)
 
-    pixels, (width, height) = decode_oriented(data, max(sizes.values()), max_pixels=max_pixels)
 
+def render_pixels(
+    pixels: Pixels,
+    size: tuple[int, int],
+    sizes: Mapping[str, int] = SIZES,
+    *,
+    fmt: str = "jpeg",
+    quality: int = 85,
+) -> dict[str, bytes]:
+    """``render_thumbnails`` of pixels already decoded (upright, BGR) at any size at least as
+    large as the largest thumbnail; ``size`` is the image's full displayed size, which every
+    thumbnail size is computed from. For a caller that decoded the image for its own work."""
+    _check(sizes, fmt, quality)
+    width, height = size
     rendered: dict[str, bytes] = {}
     current = pixels
     # Largest first: each smaller size is shrunk from the previous one, which is cheaper than
@@ -52,6 +61,15 @@ def render_thumbnails(
             current = np.asarray(resized, dtype=np.uint8)
         rendered[name] = _encode(current, fmt, quality)
     return {name: rendered[name] for name in sizes}
+
+
+def _check(sizes: Mapping[str, int], fmt: str, quality: int) -> None:
+    if fmt not in _FORMATS:
+        raise ValueError(f"unsupported thumbnail format {fmt!r}")
+    if not 1 <= quality <= 100:
+        raise ValueError("quality must be between 1 and 100")
+    if not sizes or any(side <= 0 for side in sizes.values()):
+        raise ValueError("sizes must be positive long-side lengths")
 
 
 def decode_oriented(

@@ -8,6 +8,7 @@ request so tests can prove a client stopped reading.
 
 GET routes:
     /image.jpg /image.png /image.gif   small valid images
+    any path in ``files``              its bytes and content type
     /huge.jpg                          ``huge_bytes`` of JPEG, Content-Length announced
     /huge-unannounced.jpg              the same without Content-Length (ends at close)
     /slow.jpg?interval=0.05            a JPEG trickled one byte per interval
@@ -110,6 +111,8 @@ class Origin:
         self.jpeg = encode_image("JPEG")
         self.png = encode_image("PNG")
         self.gif = encode_image("GIF")
+        # More images by path (bytes, content type), for tests that need particular ones.
+        self.files: dict[str, tuple[bytes, str]] = {}
         self._lock = threading.Lock()
         self._requests: list[Seen] = []
         self._answers: deque[_Answer] = deque()
@@ -312,6 +315,7 @@ class _Handler(BaseHTTPRequestHandler):
             "/image.png": (origin.png, "image/png"),
         }
         images["/image.gif"] = (origin.gif, "image/gif")
+        images.update(origin.files)
         if path in images:
             data, content_type = images[path]
             self._reply(200, data, content_type)
