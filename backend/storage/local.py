@@ -105,6 +105,18 @@ def _b64decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _replace_making_parent(source: Path, target: Path) -> None:
+    """``os.replace``, creating the target's folder when it is missing: most puts go to a
+    folder that exists, and trying first spares them a ``mkdir`` per path component."""
+    try:
+        os.replace(source, target)
+    except FileNotFoundError:
+        if not source.exists():
+            raise
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+
+
 class LocalStorage:
     kind = "local"
 
@@ -119,6 +131,10 @@ class LocalStorage:
         self.objects = self.root / "objects"
         self.meta = self.root / "meta"
         self.tmp = self.root / "tmp"
+        # The folders as the containment check compares against, resolved once: a put resolves
+        # its own paths only (resolving these too was a fifth of a put's CPU).
+        self._objects_real = self.objects.resolve()
+        self._meta_real = self.meta.resolve()
         self.public_base_url = public_base_url.rstrip("/")
         # A key derived for this one purpose: a URL signature can never double as a session
         # token or CSRF value signed with the same app secret.
@@ -132,23 +148,27 @@ class LocalStorage:
 
     def path_of(self, key: str) -> Path:
         validate_key(key)
-        path = (self.objects / key).resolve()
-        # A symlink planted inside the folder must not lead reads or writes outside it.
-        if not path.is_relative_to(self.objects.resolve()):
-            raise InvalidKey(f"invalid storage key {key!r}")
-        return path
+        return self._contained(self.objects / key, self._objects_real, key)
 
     def _meta_path(self, key: str) -> Path:
         validate_key(key)
-        path = (self.meta / f"{key}.json").resolve()
-        if not path.is_relative_to(self.meta.resolve()):
+        return self._contained(self.meta / f"{key}.json", self._meta_real, key)
+
+    @staticmethod
+    def _contained(candidate: Path, inside: Path, key: str) -> Path:
+        path = candidate.resolve()
+        # A symlink planted inside the folder must not lead reads or writes outside it.
+        if not path.is_relative_to(inside):
             raise InvalidKey(f"invalid storage key {key!r}")
         return path
 
     def new_temp_file(self) -> Path:
         """An empty file in the staging folder, on the same filesystem as the objects."""
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="upload-")
+        try:
+            fd, name = tempfile.mkstemp(dir=self.tmp, prefix="upload-")
+        except FileNotFoundError:
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self.tmp, prefix="upload-")
         os.close(fd)
         return Path(name)
 
@@ -161,11 +181,10 @@ class LocalStorage:
             fh.write(b"ok")
 
     def _write_json_atomic(self, path: Path, payload: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         staged = self.new_temp_file()
         try:
             staged.write_text(json.dumps(payload))
-            os.replace(staged, path)
+            _replace_making_parent(staged, path)
         except BaseException:
             staged.unlink(missing_ok=True)
             raise
@@ -180,17 +199,34 @@ class LocalStorage:
         cache_control: str | None = None,
     ) -> None:
         """Move a fully written staging file into place as ``key``."""
-        target = self.path_of(key)
+        self._install(
+            staged,
+            self.path_of(key),
+            key,
+            content_type=content_type,
+            etag=etag,
+            cache_control=cache_control,
+        )
+
+    def _install(
+        self,
+        staged: Path,
+        target: Path,
+        key: str,
+        *,
+        content_type: str,
+        etag: str,
+        cache_control: str | None,
+    ) -> None:
         meta = self._meta_path(key)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
             # Metadata first: a reader may briefly see new metadata with the old bytes, but
             # never bytes whose metadata is missing.
             self._write_json_atomic(
                 meta,
                 {"content_type": content_type, "etag": etag, "cache_control": cache_control},
             )
-            os.replace(staged, target)
+            _replace_making_parent(staged, target)
         except OSError as exc:
             staged.unlink(missing_ok=True)
             raise StorageError(f"cannot store {key!r}: {exc.strerror or exc}") from exc
@@ -198,7 +234,7 @@ class LocalStorage:
     def _put_sync(
         self, key: str, data: bytes, content_type: str, cache_control: str | None
     ) -> None:
-        self.path_of(key)  # refuse a bad key before touching the disk
+        target = self.path_of(key)  # refuse a bad key before touching the disk
         staged = self.new_temp_file()
         try:
             staged.write_bytes(data)
@@ -206,8 +242,8 @@ class LocalStorage:
             staged.unlink(missing_ok=True)
             raise StorageError(f"cannot store {key!r}: {exc.strerror or exc}") from exc
         etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        self.install_sync(
-            staged, key, content_type=content_type, etag=etag, cache_control=cache_control
+        self._install(
+            staged, target, key, content_type=content_type, etag=etag, cache_control=cache_control
         )
 
     def _read_meta(self, key: str) -> dict[str, Any]:
