@@ -78,13 +78,14 @@ CurrentUser = Annotated[User, Depends(current_user)]
 
 async def current_principal(
     request: Request,
-    resources: ResourcesDep,
     api_key: Annotated[str | None, Depends(api_key_header)],
     token: Annotated[str | None, Depends(access_cookie)],
 ) -> Principal:
     """``current_user`` for endpoints that need only who is calling, not an ORM ``User``: a
     cookie's session is answered from this instance's cache of live sessions when it can be
     (see ``backend.auth.sessions``), else read on a pooled connection, without a session."""
+    # Off the app, not as a dependency: FastAPI's work per dependency costs more than this.
+    resources: Resources = request.app.state.resources
     settings = resources.settings
     if api_key is not None:
         db = resources.db

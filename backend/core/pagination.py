@@ -32,10 +32,12 @@ class PageParams(BaseModel):
     cursor: str | None = None
 
 
-async def page_params(
-    limit: Annotated[int, Query(ge=1, le=100, description="Page size, 1..100")] = 20,
-    cursor: Annotated[str | None, Query(max_length=200, description="Opaque cursor")] = None,
-) -> PageParams:
+# The two query parameters, for an endpoint that declares them itself (a dependency fewer).
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1..100")]
+Cursor = Annotated[str | None, Query(max_length=200, description="Opaque cursor")]
+
+
+async def page_params(limit: Limit = 20, cursor: Cursor = None) -> PageParams:
     return PageParams(limit=limit, cursor=cursor)
 
 

@@ -6,13 +6,13 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Header, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backend.auth.deps import CurrentUser
 from backend.core.db import SessionDep
 from backend.core.errors import problem_responses
-from backend.core.resources import ResourcesDep
+from backend.core.resources import Resources, ResourcesDep
 from backend.delivery import service
 from backend.delivery.signing import Fit, Format, Gravity, Options, Source
 
@@ -114,6 +114,8 @@ async def deliver(
     return Response(served.data, media_type=served.content_type, headers=headers)
 
 
-async def bind_link_settings(resources: ResourcesDep) -> None:
+async def bind_link_settings(request: Request) -> None:
     """Lets resources of other features (an image's JSON) carry signed links."""
+    # The app's resources read directly: a sub-dependency would cost more than the binding.
+    resources: Resources = request.app.state.resources
     await service.bind_settings(resources.settings)

@@ -14,8 +14,9 @@ import asyncio
 import hashlib
 import time
 import uuid
+from collections.abc import Hashable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -140,31 +141,57 @@ async def mint(
 
 # --- links other features show ---------------------------------------------------------------
 
-# The settings of the app serving the current request, so that resources built without them
-# (an image's JSON) can carry signed links; set by a dependency on the routes that show them.
-_current: ContextVar[Settings | None] = ContextVar("delivery_settings", default=None)
+
+@dataclass(frozen=True, slots=True)
+class _Signer:
+    """What a link depends on besides its source, resolved once per request rather than once
+    per link (a page of images carries dozens)."""
+
+    base: str
+    kid: str
+    secret: bytes
+    keys: dict[str, bytes] = field(compare=False, hash=False)
+
+
+def _signer(settings: Settings) -> _Signer:
+    keys = signing.keyring(settings)
+    kid, secret = next(iter(keys.items()))
+    return _Signer(settings.public_base_url, kid, secret, keys)
+
+
+# The signer of the app serving the current request, so that resources built without its
+# settings (an image's JSON) can carry signed links; set by a dependency on the routes that
+# show them.
+_current: ContextVar[_Signer | None] = ContextVar("delivery_signer", default=None)
 # 400 px is a gallery card (about 260 CSS px) on a 1.5–2× screen, which would otherwise take 800.
 LINK_SIZES = {"small": 200, "card": 400, "medium": 800, "large": 1600}
 
 
 async def bind_settings(settings: Settings) -> None:
-    _current.set(settings)
+    _current.set(_signer(settings))
 
 
 def image_links(image_id: uuid.UUID, status: ImageStatus, has_blob: bool) -> dict[str, str] | None:
     """Signed, non-expiring ``format=auto`` URLs of an image at the thumbnail sizes."""
-    settings = _current.get()
-    if settings is None or not has_blob or status == ImageStatus.failed:
+    signer = _current.get()
+    if signer is None or not has_blob or status == ImageStatus.failed:
         return None
-    return _size_links(settings, f"image/{image_id}")
+    return _size_links(signer, f"image/{image_id}")
+
+
+def link_context() -> Hashable:
+    """All that ``image_links``' answer depends on besides its arguments, for callers that
+    remember answers: the base URL and the minting key."""
+    signer = _current.get()
+    return None if signer is None else (signer.base, signer.kid, signer.secret)
 
 
 def sketch_links(sketch: Sketch) -> dict[str, str] | None:
     """The same sizes for a sketch's result, once there is one."""
-    settings = _current.get()
-    if settings is None or sketch.result_key is None:
+    signer = _current.get()
+    if signer is None or sketch.result_key is None:
         return None
-    return _size_links(settings, f"sketch/{sketch.id}")
+    return _size_links(signer, f"sketch/{sketch.id}")
 
 
 # The option strings of the link sizes, built once: a page of images signs three per image.
@@ -179,14 +206,11 @@ _SIGNED: dict[tuple[str, str, bytes, str], dict[str, str]] = {}
 SIGNED_CACHE_SIZE = 4096
 
 
-def _size_links(settings: Settings, source: str) -> dict[str, str]:
-    keys = signing.keyring(settings)
-    kid, secret = next(iter(keys.items()))
-    base = settings.public_base_url
-    key = (base, kid, secret, source)
+def _size_links(signer: _Signer, source: str) -> dict[str, str]:
+    key = (signer.base, signer.kid, signer.secret, source)
     links = _SIGNED.get(key)
     if links is None:
-        links = _sign_size_links(keys, base, source)
+        links = _sign_size_links(signer.keys, signer.base, source)
         if len(_SIGNED) >= SIGNED_CACHE_SIZE:
             del _SIGNED[next(iter(_SIGNED))]
         _SIGNED[key] = links
@@ -515,6 +539,6 @@ async def _keys_of_sketch(session: AsyncSession, sketch_id: uuid.UUID) -> list[s
 
 
 images.register_derived_keys(_keys_of_image)
-images.register_image_links(image_links)
+images.register_image_links(image_links, context=link_context)
 sketches.register_derived_keys(_keys_of_sketch)
 sketches.register_sketch_links(sketch_links)

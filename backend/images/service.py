@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -656,11 +656,15 @@ async def find_image(session: AsyncSession, image_id: uuid.UUID) -> Image | None
 # Features that add links to an image's resource (signed delivery URLs) register here.
 # (image id, status, whether its stored bytes exist) → links by name, or None.
 ImageLinks = Callable[[uuid.UUID, ImageStatus, bool], dict[str, str] | None]
+# And what else their answer depends on (signing keys…), so that a listing can remember items.
+LinkContext = Callable[[], Hashable]
 _image_links: list[ImageLinks] = []
+_link_contexts: list[LinkContext] = []
 
 
-def register_image_links(links: ImageLinks) -> None:
+def register_image_links(links: ImageLinks, *, context: LinkContext) -> None:
     _image_links.append(links)
+    _link_contexts.append(context)
 
 
 def _links(image: Image, blob: Blob | None) -> dict[str, str] | None:
@@ -816,28 +820,28 @@ def _listed_json(row: Any) -> dict[str, Any]:
     }
 
 
-# An image's listed JSON but its signed links, by every column it is made of: a gallery lists
-# (and polls) the same images again and again, and building and encoding an item cost more than
-# reading it. Bounded, oldest out; a changed image is a new key, never a stale answer.
+# An image's listed JSON by every column it is made of and what its links depend on (the link
+# features' context): a gallery lists (and polls) the same images again and again, and building,
+# signing and encoding an item cost more than reading it. Bounded, oldest out; a changed image or
+# a rotated key is a new key, never a stale answer.
 _ITEM_JSON: dict[tuple[Any, ...], bytes] = {}
 ITEM_JSON_CACHE_SIZE = 4096
 
 
-def _listed_item(row: Any) -> bytes:
-    """``_listed_json(row)`` as JSON bytes."""
-    key = tuple(row[:20])
-    head = _ITEM_JSON.get(key)
-    if head is None:
-        item = _listed_json(row)
-        del item["delivery"]
-        head = to_json(item)[:-1]  # without its closing brace: the links go there
+def _link_context() -> tuple[Hashable, ...]:
+    return tuple(context() for context in _link_contexts)
+
+
+def _listed_item(row: Any, context: tuple[Hashable, ...]) -> bytes:
+    """``_listed_json(row)`` as JSON bytes, under the link context of this request."""
+    key = (*row[:20], context)
+    item = _ITEM_JSON.get(key)
+    if item is None:
+        item = to_json(_listed_json(row))
         if len(_ITEM_JSON) >= ITEM_JSON_CACHE_SIZE:
             del _ITEM_JSON[next(iter(_ITEM_JSON))]
-        _ITEM_JSON[key] = head
-    # Links depend on this process's signing settings, not on the row: looked up each time
-    # (the delivery feature remembers them per image).
-    links = _links_of(row[_ID], ImageStatus(row[_STATUS]), row[_BLOB_ID] is not None)
-    return head + b',"delivery":' + to_json(links) + b"}"
+        _ITEM_JSON[key] = item
+    return item
 
 
 _COUNT_ALL = select(func.count()).select_from(Image).where(Image.user_id == bindparam("user_id"))
@@ -895,7 +899,8 @@ async def list_images(
         if len(found) > page.limit:
             del found[page.limit :]
             cursor = encode_cursor(found[-1][_CREATED_AT], found[-1][_ID])
-        return [_listed_item(row) for row in found], cursor, total
+        context = _link_context()
+        return [_listed_item(row, context) for row in found], cursor, total
     where = [Image.user_id == user_id]
     if filters.status is not None:
         where.append(Image.status == filters.status)
@@ -923,7 +928,8 @@ async def list_images(
     else:
         total = 0
     rows, cursor = make_page(matched, page)
-    return [_listed_item(row) for row in rows], cursor, total
+    context = _link_context()
+    return [_listed_item(row, context) for row in rows], cursor, total
 
 
 # Other features register how to find the stored objects they derived from an image (sketch

@@ -16,7 +16,7 @@ PARTNER_KEY = "p" * 32
 
 
 def _links(settings: Settings, image_id: uuid.UUID) -> dict[str, str]:
-    token = service._current.set(settings)
+    token = service._current.set(service._signer(settings))
     try:
         links = service.image_links(image_id, ImageStatus.ready, True)
     finally:
