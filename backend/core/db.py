@@ -253,9 +253,19 @@ async def fetch_tuples(
     type decorators, enums as their strings); keep to columns where both agree, and build
     ``stmt`` once (it is the cache key). Other drivers (SQLite) run it through SQLAlchemy."""
     if conn.dialect.driver == "asyncpg":
+        import asyncpg
+
         sql, names = _driver_sql(stmt, conn.dialect)
         raw = await conn.get_raw_connection()
-        records = await raw.driver_connection.fetch(sql, *(values[name] for name in names))  # type: ignore[union-attr]
+        driver: Any = raw.driver_connection
+        try:
+            records = await driver.fetch(sql, *(values[name] for name in names))
+        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
+            # SQLAlchemy drops a connection it sees fail as lost; this error bypassed it, and
+            # the pool would hand the dead connection out again to every request that comes
+            # within the idle-ping second (all of them on a busy instance, after a restart).
+            await conn.invalidate(exc)
+            raise
         return [tuple(record) for record in records]
     return [tuple(row) for row in (await conn.execute(stmt, values)).all()]
 
