@@ -18,9 +18,11 @@ import pytest
 from PIL import Image as PILImage
 from playwright.async_api import Browser, BrowserContext, Page, expect
 from pydantic import SecretStr
+from redis.asyncio import Redis
 from sqlalchemy import update
 
 from backend.auth.models import Role, User
+from backend.auth.sessions import publish_revocation
 from backend.core.db import Database
 from backend.tasks.worker import running_worker
 from tests.ai.fake_gemini import FakeGemini
@@ -293,14 +295,20 @@ async def test_copy_link_and_sketch_size(browser: Browser, live_url: str) -> Non
     await context.close()
 
 
-async def make_admin(database: Database, email: str) -> None:
+async def make_admin(database: Database, redis: Redis, email: str) -> None:
+    """Promote a signed-in user as ``atelier create-admin`` does: the row, then the news to
+    every API instance, whose cache of live sessions still holds the old role."""
     async with database.sessionmaker() as session:
-        await session.execute(update(User).where(User.email == email).values(role=Role.admin))
+        user_id = await session.scalar(
+            update(User).where(User.email == email).values(role=Role.admin).returning(User.id)
+        )
         await session.commit()
+    assert user_id is not None
+    await publish_revocation(redis, users=[user_id])
 
 
 async def test_edit_suggestions_and_refusal_for_users_and_admins(
-    browser: Browser, live_url: str, committed_database: Database
+    browser: Browser, live_url: str, committed_database: Database, redis: Redis
 ) -> None:
     context, page = await signed_in(browser, live_url)
     image = await upload(page, live_url, "coffee.jpg", DARK_SCENE.read_bytes())
@@ -343,7 +351,7 @@ async def test_edit_suggestions_and_refusal_for_users_and_admins(
 
     # An admin sees the same short refusal, plus what would enable a provider that could.
     me = await (await page.request.get(f"{live_url}/api/auth/me")).json()
-    await make_admin(committed_database, me["email"])
+    await make_admin(committed_database, redis, me["email"])
     await page.reload()
     await expect(page.get_by_role("heading", name="Make a sketch")).to_be_visible()
     await expect(page.locator("details.operator")).to_contain_text("GEMINI_API_KEY")
@@ -381,7 +389,10 @@ async def gemini_url(
 
 
 async def test_a_failed_ai_task_speaks_to_the_user_and_details_go_to_admins(
-    browser: Browser, gemini_url: tuple[str, FakeGemini], committed_database: Database
+    browser: Browser,
+    gemini_url: tuple[str, FakeGemini],
+    committed_database: Database,
+    redis: Redis,
 ) -> None:
     base, fake = gemini_url
     context, page = await signed_in(browser, base)
@@ -400,7 +411,7 @@ async def test_a_failed_ai_task_speaks_to_the_user_and_details_go_to_admins(
     assert "GEMINI" not in (await page.locator("main").text_content() or "")
 
     me = await (await page.request.get(f"{base}/api/auth/me")).json()
-    await make_admin(committed_database, me["email"])
+    await make_admin(committed_database, redis, me["email"])
     await page.reload()
     await expect(page.get_by_role("heading", name="Make a sketch")).to_be_visible()
     await page.get_by_role("button", name="Write a caption").click()
