@@ -21,7 +21,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -73,6 +73,9 @@ class SessionCache:
         self._heard_at = 0.0
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        # Long-lived holders of a session (WebSockets): each is told when a revocation names
+        # its session or its user, here or, through the listener, on any instance.
+        self._watchers: dict[asyncio.Event, tuple[uuid.UUID | None, uuid.UUID]] = {}
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -106,6 +109,19 @@ class SessionCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @contextlib.contextmanager
+    def watch(self, session_id: uuid.UUID | None, user_id: uuid.UUID) -> Iterator[asyncio.Event]:
+        """An event set once a revocation names ``session_id`` (None: an API key's caller,
+        ended only by a change to the user) or ``user_id``, for as long as the block runs."""
+        if self._task is None:
+            self._start()
+        revoked = asyncio.Event()
+        self._watchers[revoked] = (session_id, user_id)
+        try:
+            yield revoked
+        finally:
+            self._watchers.pop(revoked, None)
+
     # -- revoking --------------------------------------------------------------------------
 
     def forget(
@@ -113,12 +129,16 @@ class SessionCache:
     ) -> None:
         """Drop entries here, at once."""
         self.generation += 1
-        for session_id in sessions:
+        ended = set(sessions)
+        for session_id in ended:
             self._entries.pop(session_id, None)
         gone = set(users)
         if gone:
             for session_id in [s for s, (p, _) in self._entries.items() if p.id in gone]:
                 del self._entries[session_id]
+        for revoked, (held, holder) in self._watchers.items():
+            if holder in gone or (held is not None and held in ended):
+                revoked.set()
 
     async def revoke(
         self, *, sessions: Iterable[uuid.UUID] = (), users: Iterable[uuid.UUID] = ()

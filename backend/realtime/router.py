@@ -37,7 +37,7 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from backend.auth.deps import ACCESS_COOKIE
+from backend.auth.deps import ACCESS_COOKIE, session_cache
 from backend.auth.service import resolve_access, resolve_api_key
 from backend.auth.tokens import InvalidToken, decode_access_token
 from backend.core.db import commit, utcnow
@@ -90,8 +90,11 @@ def origin_allowed(origin: str | None, allowed: list[str]) -> bool:
     return _normalise_origin(origin) in {_normalise_origin(o) for o in allowed}
 
 
-async def _authenticate(websocket: WebSocket, resources: Resources) -> uuid.UUID | None:
-    """The caller's user id, or None. Same precedence as HTTP: an API key header wins."""
+async def _authenticate(
+    websocket: WebSocket, resources: Resources
+) -> tuple[uuid.UUID, uuid.UUID | None] | None:
+    """The caller's user id and sign-in session (None for an API key), or None when refused.
+    Same precedence as HTTP: an API key header wins."""
     api_key = websocket.headers.get(API_KEY_HEADER)
     token = websocket.cookies.get(ACCESS_COOKIE)
     if api_key is None and not token:
@@ -102,12 +105,12 @@ async def _authenticate(websocket: WebSocket, resources: Resources) -> uuid.UUID
             if api_key is not None:
                 user = await resolve_api_key(session, api_key)
                 await commit(session)  # the key's last_used_at
-            else:
-                claims = decode_access_token(token or "", secret=resources.settings.secret)
-                user = await resolve_access(
-                    session, user_id=claims.user_id, session_id=claims.session_id
-                )
-            return user.id
+                return user.id, None
+            claims = decode_access_token(token or "", secret=resources.settings.secret)
+            user = await resolve_access(
+                session, user_id=claims.user_id, session_id=claims.session_id
+            )
+            return user.id, claims.session_id
     except (AppError, InvalidToken) as exc:
         log.info("ws_refused", reason="auth", error=type(exc).__name__)
         return None
@@ -221,13 +224,17 @@ async def task_updates(websocket: WebSocket) -> None:
         log.info("ws_refused", reason="origin", origin=origin[:200] if origin else None)
         await websocket.close(code=CLOSE_POLICY_VIOLATION)
         return
-    user_id = await _authenticate(websocket, resources)
-    if user_id is None:
+    caller = await _authenticate(websocket, resources)
+    if caller is None:
         await websocket.close(code=CLOSE_POLICY_VIOLATION)
         return
+    user_id, session_id = caller
 
     structlog.contextvars.bind_contextvars(user_id=str(user_id))
-    code = await _serve(websocket, resources, user_id)
+    # A socket lives for hours: signing out (or an admin disabling the account) ends it too,
+    # on whichever instance holds it, instead of leaving it to stream events.
+    with session_cache(resources).watch(session_id, user_id) as revoked:
+        code = await _serve(websocket, resources, user_id, revoked)
     if code is not None:
         await _close(websocket, code)
 
@@ -245,7 +252,9 @@ async def _close(websocket: WebSocket, code: int) -> None:
             server["abort"]()
 
 
-async def _serve(websocket: WebSocket, resources: Resources, user_id: uuid.UUID) -> int | None:
+async def _serve(
+    websocket: WebSocket, resources: Resources, user_id: uuid.UUID, revoked: asyncio.Event
+) -> int | None:
     """Run an authorised socket; the close code to send, or None when the client has gone."""
     try:
         # Subscribed before the handshake completes and before the snapshot is read: no change
@@ -254,15 +263,20 @@ async def _serve(websocket: WebSocket, resources: Resources, user_id: uuid.UUID)
             await websocket.accept()
             forward = asyncio.create_task(_forward(websocket, resources, sub, user_id))
             listen = asyncio.create_task(_until_client_leaves(websocket))
+            ended = asyncio.create_task(revoked.wait())
             try:
-                done, _ = await asyncio.wait({forward, listen}, return_when=FIRST_COMPLETED)
+                done, _ = await asyncio.wait({forward, listen, ended}, return_when=FIRST_COMPLETED)
             finally:
-                for task in (forward, listen):
+                for task in (forward, listen, ended):
                     task.cancel()
-                await asyncio.gather(forward, listen, return_exceptions=True)
+                await asyncio.gather(forward, listen, ended, return_exceptions=True)
     except HubClosed:
         # Shutting down before the handshake: still unaccepted, so the client sees a 403.
         return CLOSE_SERVICE_RESTART
+
+    if ended in done and forward not in done and listen not in done:
+        log.info("ws_closed_revoked")
+        return CLOSE_POLICY_VIOLATION
 
     if forward not in done:
         error = listen.exception()

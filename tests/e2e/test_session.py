@@ -72,13 +72,15 @@ async def test_sign_out_in_another_tab_leads_to_sign_in_then_back(
     await other.get_by_role("button", name="Sign out").click()
     await expect(other.get_by_role("heading", name="Sign in")).to_be_visible()
 
-    # The first tab's next action meets a revoked session (401, and the refresh fails too).
-    await page.get_by_role("link", name="Batches").click()
+    # Nothing is clicked in the first tab: the server ends the signed-out session's socket
+    # (1008), the app checks its session (401, and the refresh fails too) and asks to sign in.
     await expect_signed_out(page)
 
     await sign_in(page, email)
+    await expect(page.get_by_role("heading", name="API keys")).to_be_visible()
+    assert page.url.endswith("#/keys")
+    await page.get_by_role("link", name="Batches").click()
     await expect(page.get_by_role("heading", name="Batches", level=1)).to_be_visible()
-    assert page.url.endswith("#/batches")
     await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
     await first.close()
     await second.close()

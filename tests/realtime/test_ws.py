@@ -25,6 +25,7 @@ from sqlalchemy import text
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from backend.auth.sessions import publish_revocation
 from backend.core.db import Database, commit
 from backend.core.redis import create_redis
 from backend.realtime.hub import Hub, HubClosed, SlowConsumer, Subscription, send_directly
@@ -313,6 +314,62 @@ async def test_tampered_or_revoked_session_is_refused(live_app: AppFactory) -> N
         # A token whose signature is fine but whose session has ended is refused too.
         assert (await post_as(alice, base_url, "/api/auth/logout")).status_code == 204
         assert await handshake_status(base_url, alice) == 403
+
+
+async def closed_with(ws: ClientConnection) -> int | None:
+    """The close code the server ends ``ws`` with, reading (and ignoring) whatever comes first."""
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                await ws.recv()
+    except ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd is not None else None
+
+
+async def test_signing_out_ends_the_sessions_sockets_on_every_instance(
+    live_app: AppFactory, committed_database: Database, redis: Redis
+) -> None:
+    first, second = live_app(), live_app()
+    async with serve(first) as first_url, serve(second) as second_url:
+        email = unique_email("alice")
+        async with httpx.AsyncClient(base_url=first_url, timeout=10) as client:
+            account = {"email": email, "password": PASSWORD}
+            joined = await client.post("/api/auth/register", json=account)
+            assert joined.status_code == 201, joined.text
+            login = await client.post("/api/auth/login", json=account)
+        alice = LiveUser(uuid.UUID(joined.json()["id"]), cookies_from(joined))
+        assert login.status_code == 200, login.text
+        elsewhere = LiveUser(alice.id, cookies_from(login))  # another device, same account
+
+        async with (
+            open_ws(second_url, alice) as ws,
+            open_ws(second_url, elsewhere) as other,
+        ):
+            assert (await receive(ws))["type"] == "snapshot"
+            assert (await receive(other))["type"] == "snapshot"
+            # Signing out on the first instance ends that session's socket on the second.
+            assert (await post_as(alice, first_url, "/api/auth/logout")).status_code == 204
+            assert await closed_with(ws) == 1008
+            # The other device's session is untouched: its socket still streams.
+            row = await new_task(committed_database, second, redis, alice.id)
+            assert (await receive_event(other))["task"]["id"] == str(row.id)
+
+
+async def test_a_disabled_account_loses_its_api_key_socket(
+    live_app: AppFactory, redis: Redis
+) -> None:
+    app = live_app()
+    async with serve(app) as base_url:
+        alice = await register(base_url, "alice")
+        created = await post_as(alice, base_url, "/api/auth/api-keys", {"name": "ws"})
+        assert created.status_code == 201, created.text
+        async with open_ws(
+            base_url, origin=None, headers={"X-API-Key": created.json()["key"]}
+        ) as ws:
+            assert (await receive(ws))["type"] == "snapshot"
+            # What an admin's change to the account publishes once it has committed.
+            await publish_revocation(redis, users=[alice.id])
+            assert await closed_with(ws) == 1008
 
 
 async def test_api_key_authenticates(
