@@ -15,7 +15,7 @@ from backend.auth import service
 from backend.auth.csrf import verify_csrf
 from backend.auth.models import Role, User
 from backend.auth.sessions import Principal, SessionCache
-from backend.auth.tokens import InvalidToken, decode_access_token
+from backend.auth.tokens import AccessClaims, InvalidToken, decode_access_token
 from backend.core.db import SAFE_METHODS, SessionDep, commit
 from backend.core.errors import Forbidden, Unauthorized
 from backend.core.resources import Component, Resources, ResourcesDep, SettingsDep
@@ -49,6 +49,13 @@ async def revocations(resources: ResourcesDep) -> service.Revoked:
 Revocations = Annotated[service.Revoked, Depends(revocations)]
 
 
+def _claims(token: str, secret: str) -> AccessClaims:
+    try:
+        return decode_access_token(token, secret=secret)
+    except InvalidToken as exc:
+        raise ExpiredOrInvalidToken("The session token is invalid or expired.") from exc
+
+
 async def current_user(
     request: Request,
     session: SessionDep,
@@ -59,10 +66,7 @@ async def current_user(
     if api_key is not None:
         user = await service.resolve_api_key(session, api_key)
     elif token:
-        try:
-            claims = decode_access_token(token, secret=settings.secret)
-        except InvalidToken as exc:
-            raise ExpiredOrInvalidToken("The session token is invalid or expired.") from exc
+        claims = _claims(token, settings.secret)
         user = await service.resolve_access(
             session, user_id=claims.user_id, session_id=claims.session_id
         )
@@ -95,10 +99,7 @@ async def current_principal(
             principal = service.principal_of(user)
             await commit(session)  # the key's last_used_at
     elif token:
-        try:
-            claims = decode_access_token(token, secret=settings.secret)
-        except InvalidToken as exc:
-            raise ExpiredOrInvalidToken("The session token is invalid or expired.") from exc
+        claims = _claims(token, settings.secret)
         cache = SESSIONS.of(resources)
         found = cache.get(claims.session_id, claims.user_id)
         if found is None:

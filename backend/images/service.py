@@ -362,18 +362,23 @@ async def ingest(
     session.add(image)
     await session.flush()
     if not ready:
-        await tasks.create_task(
-            session,
-            deps.queue,
-            deps.redis,
-            user_id=user.id,
-            kind=THUMBNAIL_KIND,
-            payload={"blob_id": str(blob.id)},
-            image_id=image.id,
-        )
+        await _queue_thumbnails(session, deps, image)
     for hook in _after_ingest:
         await hook(session, deps, image)
     return image
+
+
+async def _queue_thumbnails(session: AsyncSession, deps: Deps, image: Image) -> None:
+    """The task that renders ``image``'s blob's thumbnails, enqueued once the caller commits."""
+    await tasks.create_task(
+        session,
+        deps.queue,
+        deps.redis,
+        user_id=image.user_id,
+        kind=THUMBNAIL_KIND,
+        payload={"blob_id": str(image.blob_id)},
+        image_id=image.id,
+    )
 
 
 @dataclass(frozen=True)
@@ -526,15 +531,7 @@ async def ingest_rendered(
     ]
     for image in made:
         if image.status == ImageStatus.processing:
-            await tasks.create_task(
-                session,
-                deps.queue,
-                deps.redis,
-                user_id=user.id,
-                kind=THUMBNAIL_KIND,
-                payload={"blob_id": str(image.blob_id)},
-                image_id=image.id,
-            )
+            await _queue_thumbnails(session, deps, image)
     if done:
         await session.execute(insert_rows(_table(Task)), [_row(task) for task in done])
         on_commit(session, lambda: _announce(deps.redis, done))
