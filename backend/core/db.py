@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, QueryableAttribute, mapped_column
 from sqlalchemy.types import TypeDecorator, Uuid
+from sqlalchemy.util.concurrency import greenlet_spawn
 
 # Deterministic constraint names, so Alembic can alter them on both databases.
 NAMING_CONVENTION = {
@@ -229,6 +230,39 @@ class Database:
         async with self._read_slots, self._read_engine.connect() as conn:
             yield conn
 
+    async def fetch(self, stmt: Executable, values: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of one read, in autocommit, as plain tuples.
+
+        On asyncpg the driver runs the statement, compiled once, on a connection taken straight
+        from the pool: an ``AsyncConnection`` around it (execution options, isolation level set
+        and reset, result machinery) cost more than the driver's own work for a short read. So
+        values go in and come out in the driver's own types (no type decorators, enums as their
+        strings); keep to columns where both agree, and build ``stmt`` once (it is the cache
+        key of its compiled form). Elsewhere (SQLite, a test's bound transaction) it runs
+        through SQLAlchemy."""
+        if self._bind is not None or self._read_engine.dialect.driver != "asyncpg":
+            async with self.reader() as conn:
+                return [tuple(row) for row in (await conn.execute(stmt, values)).all()]
+        import asyncpg
+
+        sql, names = _driver_sql(stmt, self._read_engine.dialect)
+        engine = self._read_engine.sync_engine
+        async with self._read_slots:
+            # The pool's checkout (and its idle ping) and check-in run in SQLAlchemy's greenlet,
+            # as they do for a Connection; the statement itself is a plain driver call.
+            pooled = await greenlet_spawn(engine.raw_connection)
+            try:
+                driver: Any = pooled.driver_connection
+                records = await driver.fetch(sql, *(values[name] for name in names))
+            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
+                # Out of the pool for good: handed out again, the dead connection would fail
+                # every read that comes within the idle-ping second (all of a busy instance's).
+                await greenlet_spawn(pooled.invalidate, exc)
+                raise
+            finally:
+                await greenlet_spawn(pooled.close)
+        return [tuple(record) for record in records]
+
     async def ping(self) -> None:
         async with self.sessionmaker() as session:
             await session.execute(text("SELECT 1"))
@@ -242,32 +276,6 @@ class Database:
 def _driver_sql(stmt: Executable, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
     compiled = stmt.compile(dialect=dialect)  # type: ignore[attr-defined]
     return str(compiled), tuple(compiled.positiontup or ())
-
-
-async def fetch_tuples(
-    conn: AsyncConnection, stmt: Executable, values: dict[str, Any]
-) -> list[tuple[Any, ...]]:
-    """The rows of a read as plain tuples. On asyncpg the driver runs the statement, compiled
-    once, itself: SQLAlchemy's execution and result machinery cost about three times what the
-    driver does for a short read. So values go in and come out in the driver's own types (no
-    type decorators, enums as their strings); keep to columns where both agree, and build
-    ``stmt`` once (it is the cache key). Other drivers (SQLite) run it through SQLAlchemy."""
-    if conn.dialect.driver == "asyncpg":
-        import asyncpg
-
-        sql, names = _driver_sql(stmt, conn.dialect)
-        raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection
-        try:
-            records = await driver.fetch(sql, *(values[name] for name in names))
-        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
-            # SQLAlchemy drops a connection it sees fail as lost; this error bypassed it, and
-            # the pool would hand the dead connection out again to every request that comes
-            # within the idle-ping second (all of them on a busy instance, after a restart).
-            await conn.invalidate(exc)
-            raise
-        return [tuple(record) for record in records]
-    return [tuple(row) for row in (await conn.execute(stmt, values)).all()]
 
 
 # Work to run once the current transaction has committed (enqueueing a job for a task row, say):

@@ -14,12 +14,13 @@ from backend.auth.models import Role
 from backend.core import ratelimit
 from backend.core.db import SessionDep
 from backend.core.errors import AppError, Forbidden, TooManyRequests, problem_responses
-from backend.core.pagination import Cursor, Limit, PageParams
+from backend.core.pagination import PageParams
+from backend.core.querymodel import parse_query, query_openapi
 from backend.core.resources import Resources, ResourcesDep
 from backend.images import service
-from backend.images.models import ImageSource, ImageStatus
 from backend.images.schemas import (
     ConfirmIn,
+    ImageListQuery,
     ImageOut,
     ImagePage,
     PresignIn,
@@ -200,35 +201,9 @@ def _utc(value: datetime | None, name: str) -> datetime | None:
         ) from None
 
 
-# The listing's filters, declared by the endpoint itself: FastAPI's machinery around each
-# dependency cost more than parsing the parameters.
-StatusFilter = Annotated[ImageStatus | None, Query(alias="status")]
-SourceFilter = Annotated[ImageSource | None, Query(description="Where images came from")]
-NameFilter = Annotated[
-    str | None,
-    Query(
-        max_length=200,
-        pattern=r"^[^\x00]*$",
-        description="Case-insensitive part of the file name; `%` and `_` are plain text",
-    ),
-]
-CreatedAfter = Annotated[
-    datetime | None, Query(description="Created at or after this time (UTC if no zone)")
-]
-CreatedBefore = Annotated[
-    datetime | None, Query(description="Created before this time (UTC if no zone)")
-]
-
-
-def image_filters(
-    status_filter: ImageStatus | None,
-    source: ImageSource | None,
-    q: str | None,
-    created_after: datetime | None,
-    created_before: datetime | None,
-) -> service.ImageFilters:
-    after = _utc(created_after, "created_after")
-    before = _utc(created_before, "created_before")
+def image_filters(query: ImageListQuery) -> service.ImageFilters:
+    after = _utc(query.created_after, "created_after")
+    before = _utc(query.created_before, "created_before")
     if after is not None and before is not None and after > before:
         raise AppError(
             "created_after is later than created_before.",
@@ -236,35 +211,31 @@ def image_filters(
             status=422,
         )
     return service.ImageFilters(
-        status=status_filter,
-        source=source,
-        q=(q or "").strip() or None,
+        status=query.status,
+        source=query.source,
+        q=(query.q or "").strip() or None,
         created_after=after,
         created_before=before,
     )
 
 
-@router.get("/api/images", response_model=ImagePage, responses=problem_responses(422))
-async def list_images(
-    request: Request,
-    user: CurrentPrincipal,
-    limit: Limit = 20,
-    cursor: Cursor = None,
-    status_filter: StatusFilter = None,
-    source: SourceFilter = None,
-    q: NameFilter = None,
-    created_after: CreatedAfter = None,
-    created_before: CreatedBefore = None,
-) -> Response:
+@router.get(
+    "/api/images",
+    response_model=ImagePage,
+    responses=problem_responses(422),
+    # The parameters are read by one model rather than declared one by one (core.querymodel).
+    openapi_extra=query_openapi(ImageListQuery),
+)
+async def list_images(request: Request, user: CurrentPrincipal) -> Response:
     """Own images, newest first, narrowed by the filters; ``total`` counts every match."""
-    filters = image_filters(status_filter, source, q, created_after, created_before)
-    page = PageParams(limit=limit, cursor=cursor)
+    query = parse_query(ImageListQuery, request)
+    filters = image_filters(query)
+    page = PageParams(limit=query.limit, cursor=query.cursor)
     # Read off the app rather than as a dependency: one dependency fewer to solve.
     resources: Resources = request.app.state.resources
-    async with resources.db.reader() as conn:
-        items, cursor, total = await service.list_images(
-            conn, user_id=user.id, page=page, filters=filters
-        )
+    items, cursor, total = await service.list_images(
+        resources.db, user_id=user.id, page=page, filters=filters
+    )
     # Encoded as built: ImagePage (declared above) documents it; validating 20 images again
     # would cost more than reading them.
     body = b'{"items":[%s],"next_cursor":%s,"total":%d}' % (

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.core.pagination import Page
-from backend.images.models import ImageStatus
+from backend.images.models import ImageSource, ImageStatus
 
 
 class PresignIn(BaseModel):
@@ -78,6 +78,30 @@ class ImageOut(BaseModel):
     parent_id: uuid.UUID | None
     created_at: datetime
     processed_at: datetime | None
+
+
+class ImageListQuery(BaseModel):
+    """``GET /api/images``' query parameters (read by ``core.querymodel``)."""
+
+    # Shared as the defaults of every request without a query string, so never changed.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    limit: int = Field(default=20, ge=1, le=100, description="Page size, 1..100")
+    cursor: str | None = Field(default=None, max_length=200, description="Opaque cursor")
+    status: ImageStatus | None = None
+    source: ImageSource | None = Field(default=None, description="Where images came from")
+    q: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=r"^[^\x00]*$",
+        description="Case-insensitive part of the file name; `%` and `_` are plain text",
+    )
+    created_after: datetime | None = Field(
+        default=None, description="Created at or after this time (UTC if no zone)"
+    )
+    created_before: datetime | None = Field(
+        default=None, description="Created before this time (UTC if no zone)"
+    )
 
 
 class ImagePage(Page[ImageOut]):

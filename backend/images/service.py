@@ -30,13 +30,13 @@ from sqlalchemy import cast as sql_cast
 from sqlalchemy import insert as insert_rows
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.auth.models import User
 from backend.config import Settings
 from backend.core.db import (
+    Database,
     commit,
-    fetch_tuples,
     insert_ignoring_conflict,
     on_commit,
     seconds_between,
@@ -865,7 +865,7 @@ def _unfiltered_page(after_cursor: bool) -> Select[Any]:
 
 
 async def list_images(
-    conn: AsyncConnection,
+    db: Database,
     *,
     user_id: uuid.UUID,
     page: PageParams,
@@ -875,21 +875,22 @@ async def list_images(
 
     The items are ``ImageOut``'s JSON, encoded (``_listed_item``). One statement: the page with
     each image's stored bytes' row, and the count of every match as an uncorrelated subquery
-    (computed once by the database), so a page is one round trip. Read on a plain connection
-    (``Database.reader``): an ORM session around it cost more than the statement.
+    (computed once by the database), so a page is one round trip. Read in autocommit without
+    an ORM session (``Database.fetch``, ``Database.reader``): a session around it cost more
+    than the statement.
     """
     if filters == ImageFilters():
         # The gallery's usual request: a statement built once, with only its values bound.
         values: dict[str, Any] = {"user_id": user_id, "limit": page.limit + 1}
         if page.cursor:
             after_at, values["after_id"] = decode_cursor(page.cursor)
-            # Bound as the driver takes it (fetch_tuples skips the UTC column's own conversion).
+            # Bound as the driver takes it (Database.fetch skips the UTC column's own conversion).
             values["after_at"] = after_at.astimezone(UTC)
-        found = await fetch_tuples(conn, _unfiltered_page(bool(page.cursor)), values)
+        found = await db.fetch(_unfiltered_page(bool(page.cursor)), values)
         if found:
             total = found[0][_TOTAL]
         elif page.cursor:
-            total = await conn.scalar(_COUNT_ALL, {"user_id": user_id}) or 0
+            total = (await db.fetch(_COUNT_ALL, {"user_id": user_id}))[0][0] or 0
         else:
             total = 0
         cursor = None
@@ -916,14 +917,17 @@ async def list_images(
         .outerjoin(Blob, Blob.id == Image.blob_id)
         .where(*where)
     )
-    matched = list((await conn.execute(newest_first(stmt, Image.created_at, Image.id, page))).all())
-    if matched:
-        total = matched[0].total
-    elif page.cursor:
-        # Past the last page there is no row to carry the count.
-        total = await conn.scalar(count) or 0
-    else:
-        total = 0
+    async with db.reader() as conn:
+        matched = list(
+            (await conn.execute(newest_first(stmt, Image.created_at, Image.id, page))).all()
+        )
+        if matched:
+            total = matched[0].total
+        elif page.cursor:
+            # Past the last page there is no row to carry the count.
+            total = await conn.scalar(count) or 0
+        else:
+            total = 0
     rows, cursor = make_page(matched, page)
     context = _link_context()
     return [_listed_item(row, context) for row in rows], cursor, total

@@ -174,7 +174,7 @@ async def test_redis_down_answers_503_for_what_needs_it(
 async def test_the_list_recovers_at_once_after_a_postgres_restart(
     pg_app: tuple[Any, Restartable], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The gallery's list reads through the driver itself (``db.fetch_tuples``). A connection
+    """The gallery's list reads through the driver itself (``Database.fetch``). A connection
     that Postgres dropped must leave the pool on its first failure, as SQLAlchemy's own
     execution does, not be handed out again to every request that comes within the idle-ping
     second, which is all of them on a busy instance."""

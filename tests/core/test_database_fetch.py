@@ -1,4 +1,4 @@
-"""``fetch_tuples`` runs a read on the asyncpg driver directly: its rows must carry the same
+"""``Database.fetch`` runs a read on the asyncpg driver directly: its rows must carry the same
 values as SQLAlchemy's own execution of the statement (a page of the image listing here)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC
 
 from backend.auth.models import User
-from backend.core.db import Database, fetch_tuples
+from backend.core.db import Database
 from backend.images.service import _unfiltered_page
 from tests.bench.test_request_bench import add_images
 
@@ -19,15 +19,15 @@ async def test_driver_rows_match_sqlalchemys(committed_database: Database) -> No
         session.add(user)
         await session.commit()
     await add_images(db, user.id, 5)
+    first = {"user_id": user.id, "limit": 4}
+    driver = await db.fetch(_unfiltered_page(False), first)
     async with db.reader() as conn:
         assert conn.dialect.driver == "asyncpg"
-        first = {"user_id": user.id, "limit": 4}
-        driver = await fetch_tuples(conn, _unfiltered_page(False), first)
         orm = [tuple(row) for row in (await conn.execute(_unfiltered_page(False), first)).all()]
         last = orm[-1]
         after = {"user_id": user.id, "limit": 4, "after_at": last[10], "after_id": last[0]}
-        driver_after = await fetch_tuples(conn, _unfiltered_page(True), after)
         orm_after = await conn.execute(_unfiltered_page(True), after)
+    driver_after = await db.fetch(_unfiltered_page(True), after)
     assert len(driver) == 4
     assert driver == orm  # str enums equal their strings, asyncpg's UUIDs equal uuid.UUID
     assert all(
