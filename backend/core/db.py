@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import ColumnElement, DateTime, Executable, MetaData, event, func, text
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Executable,
+    MetaData,
+    Text,
+    event,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Dialect, make_url
@@ -29,7 +38,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, QueryableAttribute, mapped_column
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator, Uuid
 from sqlalchemy.util.concurrency import greenlet_spawn
 
@@ -120,6 +131,28 @@ def seconds_between(
     if session.get_bind().dialect.name == "sqlite":
         return (func.julianday(end) - func.julianday(start)) * 86400.0
     return func.extract("epoch", end - start)
+
+
+class row_fingerprint(FunctionElement[str]):  # noqa: N801 (an SQL function's name)
+    """A digest of the given columns' values on Postgres (``md5`` of the row's text, where NULL
+    and an empty string differ), NULL on SQLite, which has no digest function.
+
+    For a process that remembers what it built from a row: keying on one short string is
+    cheaper than hashing and comparing every column (aware datetimes and UUIDs hash in Python).
+    Key on it together with the row's id: the digest alone is not made unforgeable."""
+
+    type = Text()
+    inherit_cache = True
+
+
+@compiles(row_fingerprint, "postgresql")
+def _row_fingerprint_postgresql(element: row_fingerprint, compiler: Any, **kw: Any) -> str:
+    return f"md5(CAST(ROW({compiler.process(element.clauses, **kw)}) AS TEXT))"
+
+
+@compiles(row_fingerprint)
+def _row_fingerprint_other(_element: row_fingerprint, _compiler: Any, **_kw: Any) -> str:
+    return "NULL"
 
 
 # A database that is down must turn into a quick 503, not a request hanging on a connect (asyncpg

@@ -39,19 +39,31 @@ _SHARED: list[Any] = [
 ]
 
 
+def _rendering(json: bool) -> list[Any]:
+    """The last processors of every line, after ``_SHARED``: JSON or the console's form."""
+    if not json:
+        # The console renderer prints tracebacks itself.
+        return [structlog.dev.ConsoleRenderer()]
+    # JSON wants a traceback as one string field, and Cloud Logging reads "message".
+    return [
+        structlog.processors.format_exc_info,
+        structlog.processors.EventRenamer("message"),
+        structlog.processors.JSONRenderer(),
+    ]
+
+
 def make_formatter(json: bool = True) -> structlog.stdlib.ProcessorFormatter:
-    """The one formatter of the root handler (also named in uvicorn's ``log_config``)."""
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
-    final: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
-    if json:
-        # The console renderer prints tracebacks itself; JSON wants them as one string field.
-        final += [
-            structlog.processors.format_exc_info,
-            structlog.processors.EventRenamer("message"),
-        ]
+    """The one formatter of the root handler (also named in uvicorn's ``log_config``): stdlib
+    records (uvicorn, saq, botocore…) rendered as our own lines are."""
     return structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_SHARED, processors=[*final, renderer]
+        foreign_pre_chain=_SHARED,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *_rendering(json)],
     )
+
+
+# Every line written to stdout, stdlib's and structlog's alike, is written under this lock, so
+# two threads' lines never interleave.
+_STDOUT_LOCK = threading.RLock()
 
 
 class StdoutHandler(logging.StreamHandler):
@@ -60,6 +72,9 @@ class StdoutHandler(logging.StreamHandler):
     def __init__(self) -> None:
         super().__init__()
 
+    def createLock(self) -> None:  # noqa: N802 (logging's name)
+        self.lock = _STDOUT_LOCK
+
     @property
     def stream(self) -> TextIO:
         return sys.stdout
@@ -67,6 +82,29 @@ class StdoutHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, _value: TextIO) -> None:
         pass
+
+
+class LineWriter:
+    """structlog's final logger: writes a line its processors rendered straight to stdout.
+
+    Our own events skip stdlib logging: a ``LogRecord`` built (twice, the formatter copies it)
+    and passed through a logger and a handler cost more than rendering the line, and every
+    request writes one. Level filtering is structlog's (``make_filtering_bound_logger``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def msg(self, message: str) -> None:
+        with _STDOUT_LOCK:
+            stream = sys.stdout
+            stream.write(message + "\n")
+            stream.flush()
+
+    debug = info = warning = warn = error = exception = critical = fatal = log = msg
+
+
+def _line_writer(name: str | None = None, *_args: Any) -> LineWriter:
+    return LineWriter(name or "atelier")
 
 
 def logging_config(level: str = "INFO", *, json: bool = True) -> dict[str, Any]:
@@ -143,10 +181,9 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     # `warnings.warn` goes to the "py.warnings" logger instead of raw stderr.
     logging.captureWarnings(True)
     structlog.configure(
-        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[*_SHARED, *_rendering(json)],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        # Through stdlib logging, so one handler (and one lock) writes every line.
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        logger_factory=_line_writer,
         cache_logger_on_first_use=True,
     )
     _configured = (level, json)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from typing import Any
 
 import structlog
 from starlette.datastructures import MutableHeaders
@@ -27,6 +28,25 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+# Methods a client may send anything as; others are one label, like unmatched paths.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_Series = tuple[Any, Any]
+# Each (method, route, status)'s counter and histogram, looked up once: prometheus_client's
+# labels() locks and builds its key on every call. Bounded by the routes' templates.
+_series: dict[tuple[str, str, int], _Series] = {}
+
+
+def _metric_series(method: str, route: str, status: int) -> _Series:
+    key = (method, route, status)
+    found = _series.get(key)
+    if found is None:
+        found = _series[key] = (
+            REQUEST_COUNT.labels(method=method, route=route, status=str(status)),
+            REQUEST_LATENCY.labels(method=method, route=route),
+        )
+    return found
 
 
 def _route_template(scope: Scope) -> str:
@@ -87,8 +107,11 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - start
             route = _route_template(scope)
             method = scope["method"]
-            REQUEST_COUNT.labels(method=method, route=route, status=str(status)).inc()
-            REQUEST_LATENCY.labels(method=method, route=route).observe(elapsed)
+            count, latency = _metric_series(
+                method if method in _METHODS else "OTHER", route, status
+            )
+            count.inc()
+            latency.observe(elapsed)
             log.info(
                 "request",
                 method=method,

@@ -39,6 +39,7 @@ from backend.core.db import (
     commit,
     insert_ignoring_conflict,
     on_commit,
+    row_fingerprint,
     seconds_between,
     utcnow,
 )
@@ -749,7 +750,9 @@ _LISTED: tuple[Any, ...] = (
     sql_cast(Blob.exif, Text).label("exif"),
     sql_cast(Blob.thumbnails, Text).label("thumbnails"),
 )
-_ID, _STATUS, _CREATED_AT, _BLOB_ID, _TOTAL = 0, 2, 10, 12, 20
+# After the listed columns: the count of every match, then the columns' digest (NULL on SQLite).
+_FINGERPRINT = row_fingerprint(*_LISTED[1:]).label("fingerprint")
+_ID, _STATUS, _CREATED_AT, _BLOB_ID, _TOTAL, _DIGEST = 0, 2, 10, 12, 20, 21
 # A JSON column's text for "nothing": SQL NULL, JSON null, or an empty object.
 _EMPTY_JSON = frozenset({"null", "{}", ""})
 
@@ -831,7 +834,9 @@ def _link_context() -> tuple[Hashable, ...]:
 
 def _listed_item(row: Any, context: tuple[Hashable, ...]) -> bytes:
     """``_listed_json(row)`` as JSON bytes, under the link context of this request."""
-    key = (*row[:20], context)
+    digest = row[_DIGEST]
+    # On Postgres the image's id and its columns' digest; elsewhere the columns themselves.
+    key = (row[_ID], digest, context) if digest is not None else (*row[:20], context)
     item = _ITEM_JSON.get(key)
     if item is None:
         item = to_json(_listed_json(row))
@@ -849,7 +854,7 @@ def _unfiltered_page(after_cursor: bool) -> Select[Any]:
     """``list_images``'s statement without filters, as ``newest_first`` builds it, with the
     user, the cursor's position and the page size left as bound parameters."""
     stmt = (
-        select(*_LISTED, _COUNT_ALL.scalar_subquery().label("total"))
+        select(*_LISTED, _COUNT_ALL.scalar_subquery().label("total"), _FINGERPRINT)
         .outerjoin(Blob, Blob.id == Image.blob_id)
         .where(Image.user_id == bindparam("user_id"))
     )
@@ -913,7 +918,7 @@ async def list_images(
         where.append(Image.created_at < filters.created_before)
     count = select(func.count()).select_from(Image).where(*where)
     stmt: Select[Any] = (
-        select(*_LISTED, count.scalar_subquery().label("total"))
+        select(*_LISTED, count.scalar_subquery().label("total"), _FINGERPRINT)
         .outerjoin(Blob, Blob.id == Image.blob_id)
         .where(*where)
     )

@@ -6,8 +6,11 @@ from __future__ import annotations
 import uuid
 from datetime import UTC
 
+from sqlalchemy import Text, literal, select
+from sqlalchemy.dialects import sqlite
+
 from backend.auth.models import User
-from backend.core.db import Database
+from backend.core.db import Database, row_fingerprint
 from backend.images.service import _unfiltered_page
 from tests.bench.test_request_bench import add_images
 
@@ -35,3 +38,37 @@ async def test_driver_rows_match_sqlalchemys(committed_database: Database) -> No
     )
     assert driver_after == [tuple(row) for row in orm_after.all()]
     assert len(driver_after) == 1
+
+
+async def test_a_row_fingerprint_tells_every_change_apart(committed_database: Database) -> None:
+    """The listing remembers an item's JSON by its id and this digest: two rows that differ in
+    any listed column, even NULL against an empty string, must not share one."""
+    values = [
+        ("a", None, "b"),
+        ("a", "", "b"),
+        (None, "a", "b"),
+        ("a,b", None, None),
+        ("a", "b", None),
+        ('a"', "b", None),
+        ("a", '"b', None),
+    ]
+    digests = set()
+    async with committed_database.reader() as conn:
+        for first, second, third in values:
+            digest = await conn.scalar(
+                select(
+                    row_fingerprint(
+                        literal(first, Text), literal(second, Text), literal(third, Text)
+                    )
+                )
+            )
+            assert isinstance(digest, str)
+            assert len(digest) == 32
+            digests.add(digest)
+    assert len(digests) == len(values)
+
+
+def test_sqlite_has_no_fingerprint() -> None:
+    # The listing then keys on the columns themselves.
+    compiled = select(row_fingerprint(literal("a", Text))).compile(dialect=sqlite.dialect())
+    assert str(compiled).startswith("SELECT NULL")

@@ -115,6 +115,8 @@ async def test_metrics_count_requests_by_route_template(make_app: AppFactory) ->
         await client.get("/api/auth/me")
         await client.delete("/api/auth/api-keys/00000000-0000-0000-0000-000000000000")
         await client.get("/totally/unknown/path")
+        # A method token of the client's own making must not become a series of its own.
+        await client.request("MADEUP7", "/api/auth/me")
         scrape = await client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
         text = scrape.text
     assert 'atelier_http_requests_total{method="GET",route="/api/auth/me",status="401"}' in text
@@ -122,6 +124,8 @@ async def test_metrics_count_requests_by_route_template(make_app: AppFactory) ->
     assert 'route="/api/auth/api-keys/{key_id}"' in text
     assert "00000000-0000" not in text
     assert 'route="<unmatched>"' in text
+    assert 'method="OTHER"' in text
+    assert "MADEUP7" not in text
     assert "atelier_http_request_duration_seconds_bucket" in text
     assert "atelier_queue_depth 0.0" in text
 
