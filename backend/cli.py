@@ -92,6 +92,8 @@ def _migrate(_: argparse.Namespace) -> int:
 
 
 def _worker(_: argparse.Namespace) -> int:
+    import uvloop
+
     from backend.composition import AppResources
     from backend.tasks.worker import serve_worker
 
@@ -99,7 +101,9 @@ def _worker(_: argparse.Namespace) -> int:
     _configure_logging()
     if settings.redis_url is None:
         raise SystemExit("atelier worker needs REDIS_URL; without it the API runs its own worker")
-    asyncio.run(serve_worker(AppResources(settings)))
+    # uvloop, as uvicorn gives the API: a worker is mostly socket I/O to Redis and Postgres,
+    # and the default loop's Python transports cost it about a fifth of its CPU.
+    uvloop.run(serve_worker(AppResources(settings)))
     return 0
 
 

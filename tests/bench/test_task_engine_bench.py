@@ -73,7 +73,7 @@ OPEN_CONCURRENCY = 50
 TASKS = 500
 TASK_WARMUP = 50
 # Each throughput figure is the median of this many runs: a shared 2-core machine is noisy.
-REPEATS = 3
+REPEATS = int(os.environ.get("BENCH_TASK_REPEATS", "5"))
 WORKER_PROCESS_COUNTS = (1, 2)
 # Per worker process; the production default (ATELIER_WORKER_CONCURRENCY).
 WORKER_CONCURRENCY = 4
