@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 from pydantic import BaseModel
 
-from backend.auth.deps import CurrentUser
+from backend.auth.deps import CurrentPrincipal, CurrentUser
 from backend.batches import service
 from backend.batches.models import BatchItem, BatchStatus, ItemStatus
 from backend.core.db import SessionDep
@@ -116,7 +116,9 @@ async def list_batches(user: CurrentUser, session: SessionDep, page: PageDep) ->
 @router.get(
     "/api/batches/{batch_id}", response_model=BatchOut, responses=problem_responses(404, 422)
 )
-async def get_batch(batch_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> BatchOut:
+async def get_batch(batch_id: uuid.UUID, user: CurrentPrincipal, session: SessionDep) -> BatchOut:
+    # What a client polls while its batch runs: the caller from the session cache, not a
+    # user row read per poll.
     return BatchOut(**await service.batch_view(session, user_id=user.id, batch_id=batch_id))
 
 

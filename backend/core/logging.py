@@ -131,6 +131,9 @@ def logging_config(level: str = "INFO", *, json: bool = True) -> dict[str, Any]:
             "botocore": {"level": "WARNING" if level in ("INFO", "DEBUG") else level},
             "boto3": {"level": "WARNING" if level in ("INFO", "DEBUG") else level},
             "alembic.runtime.plugins": {"level": "WARNING"},
+            # libvips' own info messages ("threadpool completed with 1 workers"), one a
+            # compression: noise in the logs and CPU on every image.
+            "pyvips": {"level": "WARNING"},
         },
     }
 

@@ -18,9 +18,12 @@ import json
 import mimetypes
 import os
 import re
+import stat
 import tempfile
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -136,6 +139,7 @@ class LocalStorage:
         self._objects_real = self.objects.resolve()
         self._meta_real = self.meta.resolve()
         self.public_base_url = public_base_url.rstrip("/")
+        self._writer: ThreadPoolExecutor | None = None
         # A key derived for this one purpose: a URL signature can never double as a session
         # token or CSRF value signed with the same app secret.
         self._signing_key = (
@@ -148,29 +152,62 @@ class LocalStorage:
 
     def path_of(self, key: str) -> Path:
         validate_key(key)
-        return self._contained(self.objects / key, self._objects_real, key)
+        return self._contained(self._objects_real, key, key)
 
     def _meta_path(self, key: str) -> Path:
         validate_key(key)
-        return self._contained(self.meta / f"{key}.json", self._meta_real, key)
+        return self._contained(self._meta_real, f"{key}.json", key)
 
     @staticmethod
-    def _contained(candidate: Path, inside: Path, key: str) -> Path:
-        path = candidate.resolve()
-        # A symlink planted inside the folder must not lead reads or writes outside it.
-        if not path.is_relative_to(inside):
-            raise InvalidKey(f"invalid storage key {key!r}")
-        return path
+    def _contained(inside: Path, relative: str, key: str) -> Path:
+        """``inside / relative``, refused when a symlink planted there leads outside ``inside``.
+
+        ``inside`` was resolved once, so only the folder itself and what lies below it can be
+        a link now: those components are looked at (an ``lstat`` each, stopping at the first
+        that does not exist yet), and a path with a link in it is resolved in full. Resolving
+        every path from ``/`` (a dozen ``lstat`` calls in Python) was a third of a put's CPU."""
+        current = str(inside)
+        for part in ("", *relative.split("/")):
+            if part:
+                current = f"{current}/{part}"
+            try:
+                mode = os.lstat(current).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                break
+            if stat.S_ISLNK(mode):
+                path = (inside / relative).resolve()
+                if not path.is_relative_to(inside):
+                    raise InvalidKey(f"invalid storage key {key!r}")
+                return path
+        return inside / relative
 
     def new_temp_file(self) -> Path:
         """An empty file in the staging folder, on the same filesystem as the objects."""
+        return self._staged(b"")
+
+    def _staged(self, data: bytes) -> Path:
+        """A new file in the staging folder holding ``data``.
+
+        Plain ``os`` calls, three system calls in all: ``mkstemp`` then ``Path.write_bytes``
+        opened the file twice and asked whether it was a terminal, and on a host where a
+        system call is dear (a sandboxed VM) those were most of a small put's cost."""
+        path = f"{self.tmp}/put-{uuid.uuid4().hex}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            fd, name = tempfile.mkstemp(dir=self.tmp, prefix="upload-")
+            fd = os.open(path, flags, 0o600)
         except FileNotFoundError:
             self.tmp.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=self.tmp, prefix="upload-")
+            fd = os.open(path, flags, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
         os.close(fd)
-        return Path(name)
+        return Path(path)
 
     # -- blocking helpers (run in threads) -----------------------------------------------------
 
@@ -181,9 +218,8 @@ class LocalStorage:
             fh.write(b"ok")
 
     def _write_json_atomic(self, path: Path, payload: dict[str, Any]) -> None:
-        staged = self.new_temp_file()
+        staged = self._staged(json.dumps(payload).encode())
         try:
-            staged.write_text(json.dumps(payload))
             _replace_making_parent(staged, path)
         except BaseException:
             staged.unlink(missing_ok=True)
@@ -235,11 +271,9 @@ class LocalStorage:
         self, key: str, data: bytes, content_type: str, cache_control: str | None
     ) -> None:
         target = self.path_of(key)  # refuse a bad key before touching the disk
-        staged = self.new_temp_file()
         try:
-            staged.write_bytes(data)
+            staged = self._staged(data)
         except OSError as exc:
-            staged.unlink(missing_ok=True)
             raise StorageError(f"cannot store {key!r}: {exc.strerror or exc}") from exc
         etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
         self._install(
@@ -309,10 +343,21 @@ class LocalStorage:
     async def check(self) -> None:
         await asyncio.to_thread(self._probe)
 
+    async def _write(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run a blocking write on this storage's one writer thread.
+
+        Puts and deletes take their turns in one thread instead of one each from the default
+        pool: the disk gained nothing from several at once, while the threads' fight over the
+        GIL cost more kernel time than the writes (a 60 KB put at 4 at once: about 0.95 ms of
+        CPU in pool threads, 0.65 ms in the one thread, and no slower)."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-storage")
+        await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
     async def put(
         self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
     ) -> None:
-        await asyncio.to_thread(self._put_sync, key, data, content_type, cache_control)
+        await self._write(self._put_sync, key, data, content_type, cache_control)
 
     async def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
         return await asyncio.to_thread(self._get_sync, key, max_bytes)
@@ -322,11 +367,11 @@ class LocalStorage:
         return found[1] if found else None
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self._delete_sync, [key])
+        await self._write(self._delete_sync, [key])
 
     async def delete_many(self, keys: list[str]) -> None:
         if keys:
-            await asyncio.to_thread(self._delete_sync, keys)
+            await self._write(self._delete_sync, keys)
 
     async def presign_post(
         self, key: str, *, content_type: str, max_bytes: int, expires_in: int
@@ -381,7 +426,10 @@ class LocalStorage:
         return f"{self.public_base_url}{OBJECTS_PATH}{quote(key)}?{urlencode(query)}"
 
     async def close(self) -> None:
-        return None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            # Writes already handed over finish first; a later one starts a new thread.
+            await asyncio.to_thread(writer.shutdown)
 
     # -- signatures ----------------------------------------------------------------------------
 

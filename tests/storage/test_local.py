@@ -88,6 +88,34 @@ async def test_a_symlink_cannot_lead_outside_the_root(
     assert not (outside / "new.txt").exists()
 
 
+async def test_a_symlink_deeper_down_or_in_place_of_the_folder_is_caught(
+    storage: LocalStorage, tmp_path: Path
+) -> None:
+    """Only the folder and what lies below it are looked at (the root was resolved once):
+    a link at any of those levels, planted after start, must still be caught."""
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "deep" / "secret.txt").write_text("do not serve")
+    await storage.put("users/u1/a.txt", b"a", content_type="text/plain")
+    (storage.objects / "users" / "u2").symlink_to(outside / "deep")
+    with pytest.raises(InvalidKey):
+        await storage.get("users/u2/secret.txt")
+    # The objects folder itself swapped for a link.
+    storage.objects.rename(tmp_path / "moved")
+    storage.objects.symlink_to(outside)
+    with pytest.raises(InvalidKey):
+        await storage.get("deep/secret.txt")
+    with pytest.raises(InvalidKey):
+        await storage.put("deep/new.txt", b"x", content_type="text/plain")
+    assert not (outside / "deep" / "new.txt").exists()
+
+
+async def test_a_symlink_that_stays_inside_is_followed(storage: LocalStorage) -> None:
+    await storage.put("real/a.txt", b"a", content_type="text/plain")
+    (storage.objects / "alias").symlink_to(storage.objects / "real")
+    assert await storage.get("alias/a.txt") == b"a"
+
+
 async def test_objects_and_sidecars_never_collide(storage: LocalStorage) -> None:
     # A key that looks like another key's metadata stays an ordinary, separate object.
     await storage.put("a", b"1", content_type="text/plain")
