@@ -3,16 +3,19 @@ values as SQLAlchemy's own execution of the statement (a page of the image listi
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC
 
-from sqlalchemy import Text, literal, select
+import pytest
+from sqlalchemy import Text, func, literal, literal_column, select
 from sqlalchemy.dialects import sqlite
 
 from backend.auth.models import User
 from backend.core.db import Database, row_fingerprint
 from backend.images.service import _unfiltered_page
 from tests.bench.test_request_bench import add_images
+from tests.servers import Server
 
 
 async def test_driver_rows_match_sqlalchemys(committed_database: Database) -> None:
@@ -72,3 +75,23 @@ def test_sqlite_has_no_fingerprint() -> None:
     # The listing then keys on the columns themselves.
     compiled = select(row_fingerprint(literal("a", Text))).compile(dialect=sqlite.dialect())
     assert str(compiled).startswith("SELECT NULL")
+
+
+async def test_a_read_cancelled_mid_statement_leaves_no_broken_connection(
+    pg_server: Server,
+) -> None:
+    """A request cancelled while its read runs (a client gone, a timeout) must not leave the
+    pool a connection still busy with that statement: the next read would fail on it. asyncpg
+    cancels the statement on the server and the connection goes back to the pool usable."""
+    db = Database(pg_server.url, pool_size=1, max_overflow=0)
+    try:
+        slow = asyncio.create_task(db.fetch(select(func.pg_sleep(literal_column("5"))), {}))
+        await asyncio.sleep(0.3)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        async with asyncio.timeout(4):
+            for _ in range(3):
+                assert await db.fetch(select(literal_column("7")), {}) == [(7,)]
+    finally:
+        await db.dispose()
