@@ -55,7 +55,13 @@ async def make_sketch(ctx: TaskContext) -> dict[str, Any]:
     started = time.perf_counter()
     await ctx.progress(20, "decoding")
     try:
-        pixels = await run_pixels(load, original, max_side=params.max_side)
+        pixels = await run_pixels(
+            load,
+            original,
+            max_side=params.max_side,
+            # The limit the upload was accepted under: a lower one would fail accepted images.
+            max_pixels=ctx.resources.settings.max_image_pixels,
+        )
     except ValueError as exc:
         raise TaskError(str(exc), code="sketch.undecodable", retry=False) from None
     await ctx.progress(40, f"drawing in {sketch.style}")

@@ -32,6 +32,7 @@ from backend.ai.providers.base import (
     build_providers,
 )
 from backend.ai.providers.gemini import CAPTION_PROMPT, GeminiProvider
+from backend.ai.providers.images import prepared
 from backend.ai.providers.local import (
     SUPPORTED_EDITS,
     EditStep,
@@ -43,6 +44,7 @@ from backend.ai.providers.local import (
 from backend.images.validation import sniff_format
 from tests.ai.fake_gemini import FakeGemini, solid_png
 from tests.images import samples
+from tests.sketches.test_router import big_png
 
 Array = npt.NDArray[np.uint8]
 
@@ -775,3 +777,21 @@ def test_politeness_alone_asks_for_nothing(prompt: str) -> None:
 async def test_local_edit_of_garbage_is_a_bad_image(local: LocalProvider) -> None:
     error = await raises(local.edit(b"GIF89a-not-really", "blur"))
     assert error.code == BAD_IMAGE
+
+
+async def test_providers_read_images_up_to_the_upload_limit() -> None:
+    """``ATELIER_MAX_IMAGE_PIXELS`` raised past the decoder's default 50 MP lets such an upload
+    in; captions and edits of it must decode under the same limit, not fail as unreadable."""
+    big = big_png(7200)  # 51.8 MP
+    with pytest.raises(ProviderError) as refused:
+        prepared(big, 512)
+    assert refused.value.code == BAD_IMAGE
+    data, mime_type = prepared(big, 512, 60_000_000)
+    assert mime_type == "image/jpeg"
+    assert Image.open(io.BytesIO(data)).size == (512, 512)
+
+    providers = build_providers(ProviderSettings(max_image_pixels=60_000_000))
+    caption = await providers["local"].caption(big)
+    assert caption.text
+    edited = await providers["local"].edit(big, "grayscale")
+    assert max(Image.open(io.BytesIO(edited)).size) <= 2048

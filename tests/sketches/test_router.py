@@ -245,3 +245,47 @@ async def test_deleting_the_image_takes_its_sketches(live: tuple[str, FastAPI]) 
         assert (await c.delete(f"/api/images/{image['id']}")).status_code == 204
         assert_problem(await c.get(f"/api/sketch/{sketch_id}"), 404, "sketch.not_found")
         assert await storage.head(key) is None
+
+
+def big_png(side: int) -> bytes:
+    """A ``side``² PNG of a few flat bands: tiny to store, ``side``² pixels to decode."""
+    image = PILImage.new("L", (side, side), 90)
+    image.paste(200, (0, side // 3, side, 2 * side // 3))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_an_image_accepted_over_50_mp_can_be_sketched(make_live_app: AppFactory) -> None:
+    """With ``ATELIER_MAX_IMAGE_PIXELS`` raised, an upload past the decoder's default 50 MP is
+    accepted; the sketch of it must decode under the same limit, not fail as undecodable."""
+    side = 7200  # 51.8 MP
+    app = make_live_app(env="dev", max_image_pixels=60_000_000)
+    async with running_worker(app.state.resources), serve(app) as base:
+        user = await register(base, "big")
+        headers = {"Cookie": user.cookie_header, **user.csrf}
+        async with httpx.AsyncClient(base_url=base, timeout=60, headers=headers) as c:
+            answer = await c.post(
+                "/api/images", files={"file": ("big.png", big_png(side), "image/png")}
+            )
+            assert answer.status_code == 201, answer.text
+            assert (answer.json()["width"], answer.json()["height"]) == (side, side)
+            created = await c.post(
+                "/api/sketch/create",
+                json={
+                    "image_id": answer.json()["id"],
+                    "style": "pencil",
+                    "params": {"max_side": 512},
+                },
+            )
+            assert created.status_code == 202, created.text
+            task_id = created.json()["task"]["id"]
+            async with asyncio.timeout(60):
+                while True:
+                    task = (await c.get(f"/api/sketch/task/{task_id}")).json()
+                    if task["status"] in ("succeeded", "failed"):
+                        break
+                    await asyncio.sleep(0.2)
+            assert task["status"] == "succeeded", task
+            sketch = (await c.get(f"/api/sketch/{created.json()['sketch']['id']}")).json()
+            assert (sketch["width"], sketch["height"]) == (512, 512)

@@ -93,6 +93,9 @@ class ProviderSettings:
     timeout_seconds: float = 60.0
     max_retries: int = 2
     image_max_side: int = 1536
+    # What an upload may decode to (ATELIER_MAX_IMAGE_PIXELS): every image a provider reads
+    # passed that check, so refusing less here would fail images that were accepted.
+    max_image_pixels: int = 50_000_000
     # First pause before the SDK retries a 429/5xx/timeout; later ones double, with jitter.
     retry_initial_delay_seconds: float = 0.5
     openai_api_key: str | None = None
@@ -133,6 +136,7 @@ class ProviderSettings:
             timeout_seconds=settings.gemini_timeout_seconds,
             max_retries=settings.gemini_max_retries,
             image_max_side=settings.ai_image_max_side,
+            max_image_pixels=settings.max_image_pixels,
             openai_api_key=secret(settings.openai_api_key),
             openai_base_url=settings.openai_base_url,
             openai_caption_model=settings.openai_caption_model,
@@ -199,7 +203,7 @@ def build_providers(settings: ProviderSettings) -> dict[str, Provider]:
     # Imported here: the SDKs are slow to import and unused by setups without a key.
     from backend.ai.providers.local import LocalProvider
 
-    providers: dict[str, Provider] = {"local": LocalProvider()}
+    providers: dict[str, Provider] = {"local": LocalProvider(max_pixels=settings.max_image_pixels)}
     if settings.gemini_api_key:
         from backend.ai.providers.gemini import GeminiProvider
 

@@ -72,6 +72,7 @@ class GeminiProvider:
         self.caption_model = settings.caption_model
         self.edit_model = settings.edit_model
         self._max_side = settings.image_max_side
+        self._max_pixels = settings.max_image_pixels
         delay = settings.retry_initial_delay_seconds
         http_options = types.HttpOptions(
             base_url=settings.gemini_base_url or None,
@@ -96,7 +97,7 @@ class GeminiProvider:
         del prompt, with_reference
 
     async def caption(self, image: bytes) -> Caption:
-        data, mime_type = await run_pixels(prepared, image, self._max_side)
+        data, mime_type = await run_pixels(prepared, image, self._max_side, self._max_pixels)
         response = await self._generate(
             self.caption_model,
             [types.Part.from_bytes(data=data, mime_type=mime_type), CAPTION_PROMPT],
@@ -113,10 +114,12 @@ class GeminiProvider:
         return Caption(text=text, model=self.caption_model)
 
     async def edit(self, image: bytes, prompt: str, reference: bytes | None = None) -> bytes:
-        data, mime_type = await run_pixels(prepared, image, self._max_side)
+        data, mime_type = await run_pixels(prepared, image, self._max_side, self._max_pixels)
         contents: list[Any] = [_EDIT_INTRO, types.Part.from_bytes(data=data, mime_type=mime_type)]
         if reference is not None:
-            ref_data, ref_type = await run_pixels(prepared, reference, self._max_side)
+            ref_data, ref_type = await run_pixels(
+                prepared, reference, self._max_side, self._max_pixels
+            )
             contents += [_REFERENCE_INTRO, types.Part.from_bytes(data=ref_data, mime_type=ref_type)]
         contents.append(f"Instruction: {prompt}")
         config = types.GenerateContentConfig(

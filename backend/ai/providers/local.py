@@ -163,10 +163,12 @@ def _unreadable(exc: Exception) -> ProviderError:
     return ProviderError(f"The image cannot be read: {exc}", code=BAD_IMAGE)
 
 
-def analyse(data: bytes, cascade: HaarCascade | None) -> ImageFacts:
+def analyse(
+    data: bytes, cascade: HaarCascade | None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> ImageFacts:
     """Measure an encoded image; ai.bad_image when it cannot be decoded."""
     try:
-        header = probe(data, max_pixels=DEFAULT_MAX_PIXELS)
+        header = probe(data, max_pixels=max_pixels)
         pixels = decode_probed(data, header, max_side=_ANALYSIS_SIDE)
     except ValueError as exc:
         raise _unreadable(exc) from exc
@@ -697,10 +699,12 @@ def apply_step(image: Pixels, step: EditStep) -> Pixels:
     return np.ascontiguousarray(out, dtype=np.uint8)
 
 
-def edit_image(data: bytes, steps: Sequence[EditStep], max_side: int) -> bytes:
+def edit_image(
+    data: bytes, steps: Sequence[EditStep], max_side: int, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> bytes:
     """PNG bytes of ``data`` (upright, at most ``max_side``) with ``steps`` applied in order."""
     try:
-        image = load(data, max_side=max_side)
+        image = load(data, max_side=max_side, max_pixels=max_pixels)
     except ValueError as exc:
         raise _unreadable(exc) from exc
     for step in steps:
@@ -722,7 +726,11 @@ class LocalProvider:
     capabilities = LOCAL_CAPABILITIES
 
     def __init__(
-        self, *, face_cascade: Path | str | None = "auto", edit_max_side: int = 2048
+        self,
+        *,
+        face_cascade: Path | str | None = "auto",
+        edit_max_side: int = 2048,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         """``face_cascade``: a cascade file, ``"auto"`` to search ``CASCADE_DIRS``, or None."""
         if face_cascade == "auto":
@@ -737,6 +745,7 @@ class LocalProvider:
         else:
             self.face_cascade = Path(face_cascade) if face_cascade is not None else None
         self.edit_max_side = edit_max_side
+        self.max_pixels = max_pixels
 
     @property
     def detects_faces(self) -> bool:
@@ -755,7 +764,7 @@ class LocalProvider:
     async def edit(self, image: bytes, prompt: str, reference: bytes | None = None) -> bytes:
         self.check_edit(prompt, with_reference=reference is not None)
         steps = parse_edit(prompt)
-        return await run_pixels(edit_image, image, steps, self.edit_max_side)
+        return await run_pixels(edit_image, image, steps, self.edit_max_side, self.max_pixels)
 
     async def close(self) -> None:
         return None
@@ -767,4 +776,4 @@ class LocalProvider:
                 cascade = load_cascade(self.face_cascade)
             except (OSError, ValueError, ET.ParseError) as exc:
                 log.error("ai.local.bad_face_cascade", path=str(self.face_cascade), error=str(exc))
-        return analyse(image, cascade)
+        return analyse(image, cascade, self.max_pixels)

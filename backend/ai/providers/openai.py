@@ -62,6 +62,7 @@ class OpenAIProvider:
         self.caption_model = settings.openai_caption_model
         self.edit_model = settings.openai_edit_model
         self._max_side = settings.image_max_side
+        self._max_pixels = settings.max_image_pixels
         timeout = settings.openai_timeout_seconds
         self._client = openai.AsyncOpenAI(
             api_key=settings.openai_api_key,
@@ -76,7 +77,7 @@ class OpenAIProvider:
         del prompt, with_reference
 
     async def caption(self, image: bytes) -> Caption:
-        data, mime_type = await run_pixels(prepared, image, self._max_side)
+        data, mime_type = await run_pixels(prepared, image, self._max_side, self._max_pixels)
         url = f"data:{mime_type};base64,{base64.b64encode(data).decode()}"
         message: ChatCompletionUserMessageParam = {
             "role": "user",
@@ -113,7 +114,7 @@ class OpenAIProvider:
         await self._client.close()
 
     async def _upload(self, data: bytes, stem: str) -> tuple[str, bytes, str]:
-        encoded, mime_type = await run_pixels(prepared, data, self._max_side)
+        encoded, mime_type = await run_pixels(prepared, data, self._max_side, self._max_pixels)
         suffix = "png" if mime_type == "image/png" else "jpg"
         return (f"{stem}.{suffix}", encoded, mime_type)
 
