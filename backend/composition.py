@@ -8,10 +8,13 @@ handler build an ``AppResources``; tests build one on their own servers.
 
 from __future__ import annotations
 
+from functools import partial
+
 from redis.asyncio import Redis
 
 from backend.ai.deps import PROVIDERS
 from backend.ai.providers.base import Provider, ProviderSettings, build_providers
+from backend.auth import service as auth_service
 from backend.auth.deps import SESSIONS
 from backend.auth.sessions import SessionCache
 from backend.config import Settings
@@ -39,7 +42,11 @@ class AppResources(Resources):
         self.provide(HUB, lambda: Hub(self.redis), close=Hub.close)
         self.provide(
             SESSIONS,
-            lambda: SessionCache(self.redis, ttl=settings.session_cache_seconds),
+            lambda: SessionCache(
+                self.redis,
+                ttl=settings.session_cache_seconds,
+                recheck=partial(auth_service.ended_of, self.db),
+            ),
             close=SessionCache.close,
         )
 

@@ -18,7 +18,7 @@ from backend.auth.sessions import Principal
 from backend.auth.tokens import new_api_key, new_refresh_token, sha256_hex
 from backend.config import Settings
 from backend.core import ratelimit
-from backend.core.db import commit, on_commit, utcnow
+from backend.core.db import Database, commit, on_commit, utcnow
 from backend.core.errors import (
     AppError,
     Conflict,
@@ -314,6 +314,33 @@ async def resolve_principal(
     if row.disabled:
         raise UserDisabled("This account is disabled.")
     return Principal(row.id, row.email, row.display_name, row.role, row.created_at)
+
+
+async def ended_of(
+    db: Database, sessions: set[uuid.UUID], users: set[uuid.UUID]
+) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """Of these sessions, those no longer live (revoked, gone, or their user disabled); of these
+    users, those disabled or gone. For the session cache's recheck of open sockets."""
+    live_sessions: set[uuid.UUID] = set()
+    live_users: set[uuid.UUID] = set()
+    async with db.reader() as conn:
+        if sessions:
+            found = await conn.execute(
+                select(AuthSession.id)
+                .join(User, User.id == AuthSession.user_id)
+                .where(
+                    AuthSession.id.in_(sessions),
+                    AuthSession.revoked_at.is_(None),
+                    User.disabled.is_(False),
+                )
+            )
+            live_sessions = {row[0] for row in found}
+        if users:
+            found = await conn.execute(
+                select(User.id).where(User.id.in_(users), User.disabled.is_(False))
+            )
+            live_users = {row[0] for row in found}
+    return sessions - live_sessions, users - live_users
 
 
 def principal_of(user: User) -> Principal:

@@ -12,6 +12,9 @@ The cache is trusted only while its subscription is known to be alive (subscribe
 from within ``TRUST_SECONDS`` thanks to periodic pings): with Redis down or the link silent,
 every request goes to the database again, never to "trust". The TTL bounds what a revocation
 that was missed anyway (published while this instance's link was half-open) can leave behind.
+Open sockets (``watch``) have no TTL: each time the subscription comes (back) up, the sessions
+and users they hold are checked against the database (``recheck``), and those that ended while
+nothing could be heard are closed then.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -44,6 +47,12 @@ BACKOFF_MAX = 5.0
 MAX_ENTRIES = 10_000
 
 
+# (sessions, users) watched → (those of the sessions that have ended, those users gone).
+Recheck = Callable[
+    [set[uuid.UUID], set[uuid.UUID]], Awaitable[tuple[set[uuid.UUID], set[uuid.UUID]]]
+]
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling, as the endpoints that need no ORM ``User`` see it (``UserOut``'s fields)."""
@@ -61,8 +70,17 @@ class SessionCache:
     ``ttl`` 0 turns the cache off: every request checks the database, as without it.
     """
 
-    def __init__(self, redis: Redis, *, ttl: float, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        ttl: float,
+        max_entries: int = MAX_ENTRIES,
+        recheck: Recheck | None = None,
+    ) -> None:
         self._redis = redis
+        self._recheck = recheck
+        self._rechecking: asyncio.Task[None] | None = None
         self.ttl = ttl
         self._max_entries = max_entries
         self._entries: dict[uuid.UUID, tuple[Principal, float]] = {}
@@ -184,6 +202,9 @@ class SessionCache:
                     if message["type"] == "subscribe":
                         self._set_live(True)
                         backoff = BACKOFF_MIN
+                        # Whatever was revoked while nothing could be heard never arrives:
+                        # the open sockets' sessions are checked against the database instead.
+                        self._start_recheck()
                     elif message["type"] == "message":
                         await self._apply(message["data"])
             except asyncio.CancelledError:
@@ -198,6 +219,31 @@ class SessionCache:
             if not self._closed:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _start_recheck(self) -> None:
+        if self._recheck is None or not self._watchers:
+            return
+        if self._rechecking is not None and not self._rechecking.done():
+            self._rechecking.cancel()
+        # Beside the listener, which must go on hearing revocations while the database answers.
+        self._rechecking = asyncio.get_running_loop().create_task(self._recheck_watchers())
+
+    async def _recheck_watchers(self) -> None:
+        assert self._recheck is not None
+        held = list(self._watchers.values())
+        sessions = {session for session, _ in held if session is not None}
+        # An API key's caller is ended only by a change to its user.
+        users = {user for session, user in held if session is None}
+        try:
+            ended, gone = await self._recheck(sessions, users)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - retried at the next (re)subscription
+            log.warning("auth_recheck_failed", error=str(exc) or type(exc).__name__)
+            return
+        if ended or gone:
+            log.info("auth_recheck_ended", sessions=len(ended), users=len(gone))
+            self.forget(sessions=ended, users=gone)
 
     async def _apply(self, data: bytes | str) -> None:
         try:
@@ -219,6 +265,8 @@ class SessionCache:
 
     async def close(self) -> None:
         self._closed = True
+        if self._rechecking is not None:
+            self._rechecking.cancel()
         task, self._task = self._task, None
         self._live = False
         if task is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -205,3 +205,46 @@ async def test_a_read_older_than_a_revocation_is_not_cached(redis: Redis) -> Non
         assert cache.get(session_id, user_id) == principal
     finally:
         await cache.close()
+
+
+async def test_resubscribing_rechecks_what_open_sockets_hold(redis: Redis) -> None:
+    """Each (re)subscription asks the database about the watched sessions and users: those it
+    says ended are told, the others kept; a recheck that fails changes nothing."""
+    ended_session, kept_session, key_user = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    asked: list[tuple[set[uuid.UUID], set[uuid.UUID]]] = []
+    failing = False
+
+    async def recheck(
+        sessions: set[uuid.UUID], users: set[uuid.UUID]
+    ) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+        asked.append((sessions, users))
+        if failing:
+            raise OSError("database down")
+        return {ended_session} & sessions, set()
+
+    cache = SessionCache(redis, ttl=30, recheck=recheck)
+    try:
+        with (
+            cache.watch(ended_session, uuid.uuid4()) as first,
+            cache.watch(kept_session, uuid.uuid4()) as second,
+            cache.watch(None, key_user) as by_key,
+        ):
+            await eventually(lambda: first.is_set(), "the ended session's socket was not told")
+            assert asked[0] == ({ended_session, kept_session}, {key_user})
+            assert not second.is_set()
+            assert not by_key.is_set()
+            failing = True
+            await redis.client_kill_filter(_type="pubsub")
+            await eventually(lambda: len(asked) >= 2, "no recheck after resubscribing")
+            await asyncio.sleep(0.1)
+            assert not second.is_set()
+            assert not by_key.is_set()
+    finally:
+        await cache.close()
+
+
+async def eventually(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+    assert condition(), what

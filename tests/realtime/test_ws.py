@@ -355,6 +355,45 @@ async def test_signing_out_ends_the_sessions_sockets_on_every_instance(
             assert (await receive_event(other))["task"]["id"] == str(row.id)
 
 
+async def test_a_revocation_missed_while_redis_was_unheard_still_ends_the_socket(
+    live_app: AppFactory, committed_database: Database, redis: Redis
+) -> None:
+    """A session ended while this instance heard nothing (its subscription down, the message
+    lost) must not leave the session's socket streaming: when the subscription is back, the
+    open sockets' sessions are checked against the database."""
+    app = live_app()
+    async with serve(app) as base_url:
+        alice = await register(base_url, "alice")
+        bob = await register(base_url, "bob")
+        async with open_ws(base_url, alice) as ws, open_ws(base_url, bob) as other:
+            assert (await receive(ws))["type"] == "snapshot"
+            assert (await receive(other))["type"] == "snapshot"
+            # Ended in the database with no revocation heard, as when it was published while
+            # this instance's link was down.
+            async with committed_database.sessionmaker() as session:
+                await session.execute(
+                    text("UPDATE auth_sessions SET revoked_at = now() WHERE user_id = :user"),
+                    {"user": alice.id},
+                )
+                await commit(session)
+            # The link drops (as in a Redis failover) and the listener subscribes again.
+            assert await redis.client_kill_filter(_type="pubsub") >= 1
+            assert await closed_with(ws) == 1008
+            # Bob's session is live: his socket is kept, and streams again once the hub has
+            # resubscribed (it first says so, with a fresh snapshot).
+            row = await new_task(committed_database, app, redis, bob.id)
+            seen: list[dict[str, Any]] = []
+
+            def shown(message: dict[str, Any]) -> bool:
+                # As its own event, or in the snapshot of a resubscription that came later.
+                tasks = [message.get("task", {}), *message.get("tasks", [])]
+                return any(task.get("id") == str(row.id) for task in tasks)
+
+            while not any(shown(message) for message in seen):
+                seen.append(await receive_event(other))
+            assert {m["type"] for m in seen} <= {"snapshot", "resync", "task.updated"}, seen
+
+
 async def test_a_disabled_account_loses_its_api_key_socket(
     live_app: AppFactory, redis: Redis
 ) -> None:
