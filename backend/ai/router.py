@@ -10,7 +10,7 @@ from backend.ai import service
 from backend.ai.cache import AiCache, BadCursor
 from backend.ai.deps import ai_providers
 from backend.ai.providers.base import ProviderSettings, catalog, default_provider
-from backend.auth.deps import AdminUser, CurrentUser
+from backend.auth.deps import AdminUser, CurrentPrincipal, CurrentUser
 from backend.auth.models import Role
 from backend.core.db import SessionDep
 from backend.core.errors import AppError, problem_responses
@@ -99,7 +99,7 @@ class CacheStatusOut(BaseModel):
 
 
 @router.get("/api/ai/providers", response_model=ProvidersOut, response_model_exclude_none=True)
-async def providers(user: CurrentUser, resources: ResourcesDep) -> ProvidersOut:
+async def providers(user: CurrentPrincipal, resources: ResourcesDep) -> ProvidersOut:
     """Every provider this server knows, configured or not, and what each can do."""
     configured = ai_providers(resources)
     default = default_provider(configured)

@@ -108,7 +108,9 @@ async def create_batch(
 
 
 @router.get("/api/batches", response_model=Page[BatchOut], responses=problem_responses(422))
-async def list_batches(user: CurrentUser, session: SessionDep, page: PageDep) -> Page[BatchOut]:
+async def list_batches(
+    user: CurrentPrincipal, session: SessionDep, page: PageDep
+) -> Page[BatchOut]:
     items, cursor = await service.list_batches(session, user_id=user.id, page=page)
     return Page(items=[BatchOut(**item) for item in items], next_cursor=cursor)
 
@@ -143,7 +145,7 @@ async def delete_batch(
     "/api/batches/{batch_id}/items", response_model=Items, responses=problem_responses(404, 422)
 )
 async def batch_items(
-    batch_id: uuid.UUID, user: CurrentUser, session: SessionDep, resources: ResourcesDep
+    batch_id: uuid.UUID, user: CurrentPrincipal, session: SessionDep, resources: ResourcesDep
 ) -> Items:
     batch = await service.get_batch(session, user_id=user.id, batch_id=batch_id)
     return Items(
@@ -174,7 +176,7 @@ async def batch_items(
     responses={200: {"content": {"text/csv": {}}}, **problem_responses(404, 422)},
 )
 async def output_csv(
-    batch_id: uuid.UUID, user: CurrentUser, session: SessionDep, resources: ResourcesDep
+    batch_id: uuid.UUID, user: CurrentPrincipal, session: SessionDep, resources: ResourcesDep
 ) -> Response:
     batch = await service.get_batch(session, user_id=user.id, batch_id=batch_id)
     data = service.output_csv(batch, await service.items_of(session, batch), resources.settings)
@@ -197,7 +199,7 @@ async def item_output(
     batch_id: uuid.UUID,
     item_id: uuid.UUID,
     request: Request,
-    user: CurrentUser,
+    user: CurrentPrincipal,
     session: SessionDep,
     resources: ResourcesDep,
 ) -> Response:

@@ -249,7 +249,7 @@ async def list_images(request: Request, user: CurrentPrincipal) -> Response:
 @router.get(
     "/api/images/{image_id}", response_model=ImageOut, responses=problem_responses(404, 422)
 )
-async def get_image(image_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> ImageOut:
+async def get_image(image_id: uuid.UUID, user: CurrentPrincipal, session: SessionDep) -> ImageOut:
     image = await service.get_image(session, user_id=user.id, image_id=image_id)
     return await service.image_out(session, image)
 
@@ -268,7 +268,7 @@ async def thumbnail(
     image_id: uuid.UUID,
     size: Literal["small", "medium"],
     request: Request,
-    user: CurrentUser,
+    user: CurrentPrincipal,
     session: SessionDep,
     resources: ResourcesDep,
 ) -> Response:
@@ -297,7 +297,7 @@ async def thumbnail(
     responses=problem_responses(404, 409, 422),
 )
 async def download(
-    image_id: uuid.UUID, user: CurrentUser, session: SessionDep, resources: ResourcesDep
+    image_id: uuid.UUID, user: CurrentPrincipal, session: SessionDep, resources: ResourcesDep
 ) -> RedirectResponse:
     image = await service.get_image(session, user_id=user.id, image_id=image_id)
     blob = await service.blob_of(session, image)
@@ -336,7 +336,7 @@ async def delete_image(
 
 @router.get("/api/stats", response_model=Stats, responses=problem_responses(403, 422))
 async def stats(
-    user: CurrentUser,
+    user: CurrentPrincipal,
     session: SessionDep,
     scope: Annotated[Literal["own", "all"], Query(description="`all` is for admins")] = "own",
 ) -> Stats:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from backend.auth.deps import CurrentUser
+from backend.auth.deps import CurrentPrincipal, CurrentUser
 from backend.core.db import SessionDep
 from backend.core.errors import AppError, NotFound, problem_responses
 from backend.core.pagination import Page, PageDep
@@ -84,7 +84,7 @@ async def create(
 
 @router.get("/", response_model=Page[SketchOut], responses=problem_responses(401, 422))
 async def list_sketches(
-    user: CurrentUser,
+    user: CurrentPrincipal,
     session: SessionDep,
     page: PageDep,
     image_id: Annotated[
@@ -98,12 +98,14 @@ async def list_sketches(
 
 
 @router.get("/task/{task_id}", response_model=TaskOut, responses=problem_responses(401, 404, 422))
-async def sketch_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Task:
+async def sketch_task(task_id: uuid.UUID, user: CurrentPrincipal, session: SessionDep) -> Task:
     return await tasks.get_task(session, user_id=user.id, task_id=task_id)
 
 
 @router.get("/{sketch_id}", response_model=SketchOut, responses=problem_responses(401, 404, 422))
-async def get_sketch(sketch_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> SketchOut:
+async def get_sketch(
+    sketch_id: uuid.UUID, user: CurrentPrincipal, session: SessionDep
+) -> SketchOut:
     sketch = await service.get_sketch(session, user_id=user.id, sketch_id=sketch_id)
     return await service.sketch_out(session, sketch)
 
@@ -120,7 +122,7 @@ async def get_sketch(sketch_id: uuid.UUID, user: CurrentUser, session: SessionDe
 async def result(
     sketch_id: uuid.UUID,
     request: Request,
-    user: CurrentUser,
+    user: CurrentPrincipal,
     session: SessionDep,
     resources: ResourcesDep,
 ) -> Response:

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from backend.auth import service as auth_service
-from backend.auth.deps import AdminUser, CurrentUser
+from backend.auth.deps import AdminUser, CurrentPrincipal, CurrentUser
 from backend.core.db import SessionDep
 from backend.core.errors import problem_responses
 from backend.core.pagination import Page, PageDep
@@ -23,7 +23,7 @@ admin_router = APIRouter(
 
 @router.get("", response_model=Page[TaskOut], responses=problem_responses(422))
 async def list_tasks(
-    user: CurrentUser,
+    user: CurrentPrincipal,
     session: SessionDep,
     page: PageDep,
     status_filter: Annotated[TaskStatus | None, Query(alias="status")] = None,
@@ -35,7 +35,7 @@ async def list_tasks(
 
 
 @router.get("/{task_id}", response_model=TaskOut, responses=problem_responses(404, 422))
-async def get_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Task:
+async def get_task(task_id: uuid.UUID, user: CurrentPrincipal, session: SessionDep) -> Task:
     return await service.get_task(session, user_id=user.id, task_id=task_id)
 
 
