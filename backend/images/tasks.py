@@ -7,18 +7,23 @@ the same objects, and images only ever move from processing to ready (or failed)
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+import structlog
+from sqlalchemy import delete, select, update
 
 from backend.core.db import commit, utcnow
 from backend.core.pixels import run_pixels
 from backend.core.resources import Resources
-from backend.images.models import Blob, Image, ImageStatus
+from backend.images.models import Blob, Image, ImageStatus, Upload
 from backend.images.originals import OriginalChanged, read_original
 from backend.images.thumbnails import SIZES, render_thumbnails
 from backend.storage.base import ObjectNotFound
 from backend.tasks.registry import TaskCanceled, TaskContext, TaskError, task
+from backend.tasks.sweeper import register_chore
+
+log = structlog.get_logger(__name__)
 
 MAX_ATTEMPTS = 3
 # Thumbnails of a given original never change, so caches may keep them for long.
@@ -47,6 +52,39 @@ async def _settle_images(
         ids = [str(row[0]) for row in changed.all()]
         await commit(session)
     return ids
+
+
+# An upload form never confirmed is forgotten this long after it expired (a confirm may come
+# late: it reads what the form wrote before it expired).
+ABANDONED_AFTER = timedelta(days=1)
+SWEEP_BATCH = 500
+
+
+async def sweep_abandoned_uploads(resources: Resources) -> int:
+    """Uploads never confirmed, ``ABANDONED_AFTER`` past their form's expiry: their staging
+    objects, then their rows (a failure in between leaves rows to try again next time)."""
+    cutoff = utcnow() - ABANDONED_AFTER
+    async with resources.db.sessionmaker() as session:
+        rows = list(
+            await session.scalars(
+                select(Upload)
+                .where(Upload.confirmed_at.is_(None), Upload.expires_at < cutoff)
+                .order_by(Upload.expires_at)
+                .limit(SWEEP_BATCH)
+                # A confirm holds its row: skipped here, and seen again next round if it failed.
+                .with_for_update(skip_locked=True)
+            )
+        )
+        if not rows:
+            return 0
+        await resources.storage.delete_many([row.storage_key for row in rows])
+        await session.execute(delete(Upload).where(Upload.id.in_([row.id for row in rows])))
+        await commit(session)
+    log.info("abandoned_uploads_removed", count=len(rows))
+    return len(rows)
+
+
+register_chore(sweep_abandoned_uploads)
 
 
 async def _blob_exists(resources: Resources, blob_id: uuid.UUID) -> bool:

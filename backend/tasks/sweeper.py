@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -102,6 +103,32 @@ def _enqueuer(resources: Resources, task: Task) -> Callback:
     return enqueue
 
 
+# Other features' periodic clean-ups (abandoned uploads…), run after each round's sweep by the
+# worker that holds the round's lock, so one instance does them. Each returns how many things
+# it removed.
+Chore = Callable[[Resources], Awaitable[int]]
+_chores: list[Chore] = []
+
+
+def register_chore(chore: Chore) -> None:
+    if chore not in _chores:
+        _chores.append(chore)
+
+
+async def run_chores(resources: Resources) -> dict[str, int]:
+    """Each registered chore once; one that fails is logged and the others still run."""
+    done: dict[str, int] = {}
+    for chore in list(_chores):
+        name = getattr(chore, "__qualname__", repr(chore))
+        try:
+            done[name] = await chore(resources)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - storage or the database may be down; next round
+            log.exception("chore_failed", chore=name)
+    return done
+
+
 async def run_forever(resources: Resources, stop: asyncio.Event | None = None) -> None:
     """Sweep every interval until ``stop`` is set (or, less reliably, until cancelled: a Redis
     command in flight can swallow the cancellation, so shutdown sets the flag as well)."""
@@ -112,6 +139,7 @@ async def run_forever(resources: Resources, stop: asyncio.Event | None = None) -
             # One sweeper per round across all workers; the lock expires with the interval.
             if await resources.redis.set(LOCK_KEY, b"1", nx=True, px=int(interval * 900)):
                 await sweep_once(resources)
+                await run_chores(resources)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - Redis or the database may be down; try next round

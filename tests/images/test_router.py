@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -19,13 +20,15 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image as PILImage
 from redis.asyncio import Redis
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from backend.composition import AppResources
 from backend.config import Settings
-from backend.core.db import Database
+from backend.core.db import Database, utcnow
 from backend.images.models import Blob, Upload
+from backend.images.tasks import ABANDONED_AFTER
 from backend.main import create_app
+from backend.tasks import sweeper
 from backend.tasks.worker import running_worker
 from tests.auth.test_router import assert_problem
 from tests.conftest import PASSWORD, client_for, unique_email
@@ -462,3 +465,54 @@ async def test_uploads_are_rate_limited_per_user(make_app: Any, sign_up: Any) ->
     assert (
         await other.client.post("/api/upload/presigned-url", json=body, headers=other.csrf)
     ).status_code == 201
+
+
+async def test_abandoned_uploads_are_swept(stack: Stack, users: list[User]) -> None:
+    """An upload form posted but never confirmed, a day past its expiry: the sweeper's chore
+    removes its staging object and its row. Recent or confirmed uploads stay."""
+    alice, _ = users
+    data = jpeg(120, 90)
+    abandoned = (await presign(alice, "a.jpg", "image/jpeg", len(data))).json()
+    recent = (await presign(alice, "b.jpg", "image/jpeg", len(data))).json()
+    confirmed = (await presign(alice, "c.jpg", "image/jpeg", len(data))).json()
+    for form in (abandoned, recent, confirmed):
+        assert (await post_form(stack, form, data)).status_code in (201, 204)
+    answer = await alice.client.post(
+        "/api/upload/confirm", json={"upload_id": confirmed["upload_id"]}, headers=alice.csrf
+    )
+    assert answer.status_code == 201
+    db = stack.resources.db
+    old = utcnow() - ABANDONED_AFTER - timedelta(minutes=1)
+    async with db.sessionmaker() as session:
+        await session.execute(
+            update(Upload)
+            .where(
+                Upload.id.in_(
+                    [uuid.UUID(abandoned["upload_id"]), uuid.UUID(confirmed["upload_id"])]
+                )
+            )
+            .values(expires_at=old)
+        )
+        await session.commit()
+        keys = {
+            row.id: row.storage_key
+            for row in await session.scalars(
+                select(Upload).where(Upload.id == uuid.UUID(recent["upload_id"]))
+            )
+        }
+    abandoned_key = (
+        f"staging/{(await alice.client.get('/api/auth/me')).json()['id']}/{abandoned['upload_id']}"
+    )
+    assert await stack.resources.storage.head(abandoned_key) is not None
+
+    assert await sweeper.run_chores(stack.resources) == {"sweep_abandoned_uploads": 1}
+    assert await stack.resources.storage.head(abandoned_key) is None
+    async with db.sessionmaker() as session:
+        left = set(await session.scalars(select(Upload.id)))
+    assert uuid.UUID(abandoned["upload_id"]) not in left
+    assert {uuid.UUID(recent["upload_id"]), uuid.UUID(confirmed["upload_id"])} <= left
+    assert await stack.resources.storage.head(next(iter(keys.values()))) is not None
+    late = await alice.client.post(
+        "/api/upload/confirm", json={"upload_id": abandoned["upload_id"]}, headers=alice.csrf
+    )
+    assert_problem(late, 404, "upload.not_found")
