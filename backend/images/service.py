@@ -13,7 +13,6 @@ from typing import Any, cast
 import structlog
 from pydantic_core import to_json
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import (
     BindParameter,
     Integer,
@@ -72,12 +71,9 @@ from backend.storage.base import (
     Storage,
     StorageError,
 )
-from backend.tasks import events
 from backend.tasks import service as tasks
 from backend.tasks.deps import task_queue
-from backend.tasks.models import Task, TaskStatus
 from backend.tasks.queue import TaskQueue
-from backend.tasks.registry import spec_for
 
 log = structlog.get_logger(__name__)
 THUMBNAIL_KIND = "thumbnails"
@@ -499,43 +495,24 @@ async def ingest_rendered(
     # the ORM bulk path's, per-row bookkeeping cost more than the statements. The objects are
     # returned (and given to the hooks) as built, unattached.
     await session.execute(insert_rows(_table(Image)), [_row(image) for image in made])
-    spec = spec_for(THUMBNAIL_KIND)
+    # What the thumbnails task would have recorded on succeeding, its first attempt.
     done = [
-        # What the thumbnails task would have recorded on succeeding, its first attempt.
-        Task(
-            id=uuid.uuid4(),
+        tasks.DoneInline(
             user_id=user.id,
             kind=THUMBNAIL_KIND,
-            status=TaskStatus.succeeded,
-            progress=100,
-            message="done",
             payload={"blob_id": str(blob.id)},
-            image_id=images[0].id,
             result={
                 "thumbnails": sorted(blob.thumbnails or {}),
                 "images": [str(image.id) for image in images],
             },
-            error=None,
-            error_code=None,
-            attempts=1,
-            max_attempts=spec.max_attempts,
-            cancel_requested=False,
-            sketch_id=None,
-            batch_id=None,
-            deadline_at=None,
-            started_at=now,
-            finished_at=now,
-            created_at=now,
-            updated_at=now,
+            image_id=images[0].id,
         )
         for blob, images in settled.values()
     ]
     for image in made:
         if image.status == ImageStatus.processing:
             await _queue_thumbnails(session, deps, image)
-    if done:
-        await session.execute(insert_rows(_table(Task)), [_row(task) for task in done])
-        on_commit(session, lambda: _announce(deps.redis, done))
+    await tasks.record_done(session, deps.redis, done)
     for image in made:
         for hook in _after_ingest:
             await hook(session, deps, image)
@@ -549,18 +526,6 @@ def _table(model: type[Any]) -> Table:
 def _row(obj: Any) -> dict[str, Any]:
     """An unattached ORM object's column values, for a bulk insert."""
     return {column.key: getattr(obj, column.key) for column in obj.__table__.columns}
-
-
-async def _announce(redis: Redis, finished: list[Task]) -> None:
-    """The events of tasks recorded as finished, in one round trip; like ``events.publish``,
-    a lost event is repaired by the next snapshot, so a Redis hiccup fails nothing."""
-    try:
-        async with redis.pipeline(transaction=False) as pipe:
-            for task in finished:
-                events.stage(pipe, task)
-            await pipe.execute()
-    except (RedisError, OSError) as exc:
-        log.warning("task_event_publish_failed", tasks=len(finished), error=str(exc))
 
 
 async def record_failures(
