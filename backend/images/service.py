@@ -291,8 +291,20 @@ async def _record_failure(
     failure: ValidationFailure,
     size: int | None,
 ) -> Image:
-    image = Image(
-        user_id=user.id,
+    image = _failed_image(user.id, name, failure, size)
+    session.add(image)
+    await session.flush()
+    log.info("upload_rejected", code=failure.code, image_id=str(image.id))
+    return image
+
+
+def _failed_image(
+    user_id: uuid.UUID, name: str, failure: ValidationFailure, size: int | None
+) -> Image:
+    """The record of a file that was refused: kept so the user sees what happened to it."""
+    return Image(
+        id=uuid.uuid4(),
+        user_id=user_id,
         original_name=name,
         status=ImageStatus.failed,
         error=failure.message,
@@ -300,10 +312,6 @@ async def _record_failure(
         size_bytes=size,
         processed_at=utcnow(),
     )
-    session.add(image)
-    await session.flush()
-    log.info("upload_rejected", code=failure.code, image_id=str(image.id))
-    return image
 
 
 async def ingest(
@@ -533,19 +541,7 @@ async def record_failures(
 ) -> list[Image]:
     """Refused images (name, why, size received) recorded as ``ingest`` records each one, in
     one flush and without committing: the caller's transaction carries them."""
-    made = [
-        Image(
-            id=uuid.uuid4(),
-            user_id=user.id,
-            original_name=name,
-            status=ImageStatus.failed,
-            error=failure.message,
-            error_code=failure.code,
-            size_bytes=size,
-            processed_at=utcnow(),
-        )
-        for name, failure, size in failures
-    ]
+    made = [_failed_image(user.id, name, failure, size) for name, failure, size in failures]
     session.add_all(made)
     await session.flush()
     return made
